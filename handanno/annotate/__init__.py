@@ -1,0 +1,1 @@
+"""Annotation: detection, segmentation, rendering, fitting and export."""

@@ -1,0 +1,1 @@
+"""Calibration: cameras, rigs, board detection and bundle adjustment."""

@@ -1,0 +1,1 @@
+"""Data conventions, label formats and metrics: the bottom layer of handanno."""

@@ -1,0 +1,1 @@
+"""Models: the hand model layer and the learnable networks."""
