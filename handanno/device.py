@@ -16,7 +16,9 @@ def resolve_device(name: str = "auto") -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
-        raise HandannoError(f"--device {name} was asked for, but torch sees no CUDA device here; use --device cpu or auto")
+        raise HandannoError(
+            f"--device {name} was asked for, but torch sees no CUDA device here; use --device cpu or auto"
+        )
     try:
         return torch.device(name)
     except RuntimeError as exc:

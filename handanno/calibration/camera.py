@@ -75,9 +75,12 @@ def project_points(points_world: Array, K: Array, dist: Array, R: Array, t: Arra
 
     Args:
         points_world: ``(*, N, 3)`` metres.
-        K: ``(*, 3, 3)``; dist: ``(*, 5)``; R: ``(*, 3, 3)``; t: ``(*, 3)``. Leading dims
-            broadcast against each other (a camera batch ``(C, ...)`` against points
-            ``(C, N, 3)`` or ``(B, C, N, 3)`` with cameras ``(1, C, ...)``).
+        K: ``(*, 3, 3)`` intrinsics. Leading dims of K, dist, R and t broadcast against
+            each other (a camera batch ``(C, ...)`` against points ``(C, N, 3)`` or
+            ``(B, C, N, 3)`` with cameras ``(1, C, ...)``).
+        dist: ``(*, 5)`` ``[k1, k2, p1, p2, k3]``.
+        R: ``(*, 3, 3)`` world-to-camera rotation.
+        t: ``(*, 3)`` world-to-camera translation, metres.
         min_depth: depths below this are clamped before the division, so points behind
             the camera give finite (meaningless) pixels instead of inf; check depth
             separately where it matters.
@@ -106,7 +109,9 @@ def project_points(points_world: Array, K: Array, dist: Array, R: Array, t: Arra
 def undistort_points(uv_px: np.ndarray, K: np.ndarray, dist: np.ndarray) -> np.ndarray:
     """Pixels ``(N, 2)`` to undistorted normalised coordinates ``(N, 2)`` (OpenCV, iterative).
 
-    NaN rows stay NaN.
+    The pixels are first mapped to distorted normalised coordinates with ``K^-1`` (so a
+    non-zero skew ``K[0, 1]`` is honoured, which ``cv2.undistortPoints`` ignores), then
+    OpenCV inverts the distortion with an identity camera matrix. NaN rows stay NaN.
     """
     import cv2
 
@@ -114,9 +119,12 @@ def undistort_points(uv_px: np.ndarray, K: np.ndarray, dist: np.ndarray) -> np.n
     out = np.full(uv_px.shape, np.nan)
     ok = np.all(np.isfinite(uv_px), axis=1)
     if ok.any():
-        pts = uv_px[ok].reshape(-1, 1, 2).astype(np.float64)
-        crit = (cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, 50, 1e-12)
-        und = cv2.undistortPoints(pts, np.asarray(K, np.float64), np.asarray(dist, np.float64), R=None, P=None, criteria=crit)
+        K = np.asarray(K, np.float64)
+        y_d = (uv_px[ok, 1] - K[1, 2]) / K[1, 1]
+        x_d = (uv_px[ok, 0] - K[0, 2] - K[0, 1] * y_d) / K[0, 0]
+        pts = np.stack([x_d, y_d], axis=-1).reshape(-1, 1, 2)  # (n, 1, 2) distorted, normalised
+        crit = (cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, 50, 1e-15)  # eps in normalised units
+        und = cv2.undistortPoints(pts, np.eye(3), np.asarray(dist, np.float64), R=None, P=None, criteria=crit)
         out[ok] = und.reshape(-1, 2)
     return out
 
@@ -185,9 +193,15 @@ class Camera:
         rotation_error(self.R, where)
         if self.K[0, 0] <= 0 or self.K[1, 1] <= 0 or np.any(self.K[2] != (0, 0, 1)) or self.K[1, 0] != 0:
             raise HandannoError(f"{where}: field K must be [[fx, s, cx], [0, fy, cy], [0, 0, 1]] with fx, fy > 0")
-        size = tuple(int(s) for s in self.image_size)
-        if len(size) != 2 or min(size) <= 0:
-            raise HandannoError(f"{where}: field image_size must be [width, height], got {self.image_size}")
+        try:
+            size = tuple(int(s) for s in self.image_size)
+            integral = all(float(s) == int(s) for s in self.image_size)
+        except (TypeError, ValueError, OverflowError):
+            size, integral = (), False
+        if len(size) != 2 or not integral or min(size) <= 0:
+            raise HandannoError(
+                f"{where}: field image_size must be [width, height] in whole pixels, got {self.image_size}"
+            )
         object.__setattr__(self, "image_size", size)
 
     @property
@@ -251,7 +265,7 @@ class Camera:
         missing = [k for k in ("image_size", "K", "dist", "R", "t") if k not in d]
         if missing:
             raise HandannoError(f"camera {name!r}: missing field(s) {', '.join(missing)}")
-        return cls(name, d["K"], d["dist"], d["R"], d["t"], tuple(d["image_size"]))
+        return cls(name, d["K"], d["dist"], d["R"], d["t"], d["image_size"])
 
 
 def natural_key(name: str) -> tuple:
@@ -311,7 +325,9 @@ class CameraRig:
             "image_size": np.array([c.image_size for c in self.cameras], dtype=np.int64),
         }
 
-    def tensors(self, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> dict[str, torch.Tensor]:
+    def tensors(
+        self, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32
+    ) -> dict[str, torch.Tensor]:
         """:meth:`stacked` as torch tensors on ``device``."""
         return {k: torch.as_tensor(v, device=device, dtype=dtype if k != "image_size" else torch.int64)
                 for k, v in self.stacked().items()}
