@@ -1,0 +1,305 @@
+"""handanno synth: the session contract, exactness of masks / keypoints / distortion, determinism.
+
+Sessions are tiny (4 cameras, 3 frames, 160x120, 3 calibration views) so that the whole
+module runs in a few seconds.
+"""
+
+import json
+import pickle
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from handanno.annotate import raycast, synth
+from handanno.annotate.synth import SynthSettings, synthesize
+from handanno.calibration.board import detect_board, parse_board_spec
+from handanno.calibration.rig_io import read_rig
+from handanno.cli import main
+from handanno.data.conventions import NUM_BETAS, NUM_JOINTS, NUM_POSE
+from handanno.errors import HandannoError
+from handanno.models.hand_model_io import OPEN_MODEL_FILES, load_hand_model, read_model_pickle
+from handanno.models.mano import ManoLayer
+
+SMALL = ["--cameras", "4", "--frames", "3", "--image-size", "160x120", "--calib-views", "3",
+         "--board", "charuco:5x4:0.06:0.045:DICT_4X4_50"]  # big squares: detectable at 160x120
+FIT_KEYS = {"hand", "model", "pose", "betas", "trans", "joints", "quality"}
+
+
+def _files(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def exact_session(tmp_path_factory) -> Path:
+    """A noise-free PNG session made through the command line."""
+    out = tmp_path_factory.mktemp("synth") / "session"
+    res = CliRunner().invoke(main, ["synth", str(out), *SMALL, "--image-format", "png", "--image-noise", "0"])
+    assert res.exit_code == 0, res.output
+    return out
+
+
+@pytest.fixture(scope="module")
+def noisy_settings(tmp_path_factory) -> SynthSettings:
+    return SynthSettings(
+        tmp_path_factory.mktemp("noisy") / "a", num_cameras=3, num_frames=2, image_size=(160, 120), seed=7,
+        keypoint_noise_px=2.0, outlier_rate=0.2, calib_views=2, image_format="png", image_noise_std=2.0,
+    )  # fmt: skip
+
+
+def test_session_contract(exact_session):
+    out = exact_session
+    rig = read_rig(out / "rig.json")
+    assert rig.names == ["cam0", "cam1", "cam2", "cam3"]
+    stems = ["000000", "000001", "000002"]
+    for cam in rig:
+        assert cam.image_size == (160, 120)
+        fx = cam.K[0, 0]
+        assert 500 * 0.25 <= fx <= 1200 * 0.25  # 500-1200 px at 640x480, scaled to 160x120
+        assert abs(cam.K[0, 2] - 79.5) <= 0.05 * 160 and abs(cam.K[1, 2] - 59.5) <= 0.05 * 120
+        assert abs(cam.dist[0]) <= 0.15
+        assert 0.4 <= np.linalg.norm(cam.center) <= 0.8
+        assert sorted(p.name for p in (out / "images" / cam.name).iterdir()) == [f"{s}.png" for s in stems]
+        for stem in stems:
+            img = cv2.imread(str(out / "images" / cam.name / f"{stem}.png"), cv2.IMREAD_UNCHANGED)
+            assert img.shape == (120, 160, 3) and img.dtype == np.uint8
+            mask = cv2.imread(str(out / "masks_gt" / cam.name / f"{stem}.png"), cv2.IMREAD_UNCHANGED)
+            assert mask.shape == (120, 160) and set(np.unique(mask)) <= {0, 255}
+            kp = json.loads((out / "keypoints2d" / cam.name / f"{stem}.json").read_text())
+            assert kp["source"] == "synth"
+            arr = np.array(kp["keypoints"])
+            assert arr.shape == (NUM_JOINTS, 3)
+            assert ((arr[:, 2] >= 0) & (arr[:, 2] <= 1)).all()
+        assert len(list((out / "calib" / cam.name).glob("*.png"))) == 3
+    for stem in stems:
+        gt = json.loads((out / "ground_truth" / f"{stem}.json").read_text())
+        assert set(gt) == FIT_KEYS
+        assert gt["hand"] == "right" and gt["model"]
+        assert len(gt["pose"]) == NUM_POSE and len(gt["betas"]) == NUM_BETAS and len(gt["trans"]) == 3
+        joints = np.array(gt["joints"])
+        assert joints.shape == (NUM_JOINTS, 3)
+        assert np.abs(joints).max() < 0.25  # the hand stays in the volume around the origin (m)
+        assert np.abs(np.array(gt["betas"])).max() <= 2.0
+        q = gt["quality"]
+        assert q["accepted"] is True and q["reasons"] == []
+        assert set(q["mask_iou"].values()) <= {1.0} and set(q["reproj_err_px"].values()) <= {0.0}
+    poses = json.loads((out / "calib" / "board_poses.json").read_text())
+    assert sorted(poses["views"]) == stems
+    assert parse_board_spec(poses["board"]["spec"]).kind == "charuco"
+    assert (out / "preview.png").is_file() and (out / "synth.json").is_file()
+
+
+def test_ground_truth_is_what_the_model_gives(exact_session):
+    model = load_hand_model("right")
+    layer = ManoLayer(model)
+    gt = json.loads((exact_session / "ground_truth" / "000001.json").read_text())
+    with torch.no_grad():
+        out = layer(torch.tensor([gt["pose"]], dtype=torch.float32), torch.tensor([gt["betas"]], dtype=torch.float32),
+                    torch.tensor([gt["trans"]], dtype=torch.float32))
+    np.testing.assert_allclose(out.joints[0].numpy(), np.array(gt["joints"]), atol=1e-6)
+    assert gt["model"] == model.name
+
+
+def test_masks_are_the_rendered_hand_pixels(exact_session):
+    """Without sensor noise, an image equals its camera's background exactly outside the mask."""
+    rig = read_rig(exact_session / "rig.json")
+    for i, cam in enumerate(rig):
+        bg = synth.make_background(cam.image_size, "texture", 0, i)
+        for stem in ("000000", "000002"):
+            img = cv2.imread(str(exact_session / "images" / cam.name / f"{stem}.png"))
+            mask = cv2.imread(str(exact_session / "masks_gt" / cam.name / f"{stem}.png"), cv2.IMREAD_GRAYSCALE) > 0
+            differs = np.any(img != bg, axis=2)
+            assert not differs[~mask].any()
+            if mask.any():
+                assert differs[mask].mean() > 0.99  # skin equal to the background by chance: rare
+
+
+def test_keypoints_fall_on_the_rendered_hand(exact_session):
+    """Ground-truth keypoints marked visible lie on the mask (dilated by 2 px: joints near the
+    silhouette of a finger seen edge-on); most of them, over all cameras and frames."""
+    rig = read_rig(exact_session / "rig.json")
+    inside = total = 0
+    for stem in ("000000", "000001", "000002"):
+        joints = np.array(json.loads((exact_session / "ground_truth" / f"{stem}.json").read_text())["joints"])
+        for cam in rig:
+            kp_file = exact_session / "keypoints2d" / cam.name / f"{stem}.json"
+            kp = np.array(json.loads(kp_file.read_text())["keypoints"])
+            mask = cv2.imread(str(exact_session / "masks_gt" / cam.name / f"{stem}.png"), cv2.IMREAD_GRAYSCALE)
+            mask = cv2.dilate(mask, np.ones((5, 5), np.uint8))
+            uv = cam.project(joints)
+            np.testing.assert_allclose(kp[kp[:, 2] > 0, :2], uv[kp[:, 2] > 0], atol=1e-3)  # no noise asked for
+            vis = kp[:, 2] >= 0.75  # visible, not occluded
+            px = np.round(uv[vis]).astype(int)
+            inside += int((mask[px[:, 1], px[:, 0]] > 0).sum())
+            total += int(vis.sum())
+    assert total > 40
+    assert inside / total > 0.9
+
+
+def test_some_views_lose_part_of_the_hand():
+    """Like a real rig: one camera (the close one) sees fingers leave the image, others see it all."""
+    rig, roles = synth.make_rig(8, (640, 480), seed=0)
+    model = load_hand_model("right")
+    motion = synth.make_motion(ManoLayer(model), model.hands_mean, "right", 50, 15.0, seed=0)
+    uv = np.stack([cam.project(motion.joints.reshape(-1, 3)).reshape(50, NUM_JOINTS, 2) for cam in rig])  # (C, T, J, 2)
+    inside = (uv[..., 0] >= 0) & (uv[..., 0] <= 639) & (uv[..., 1] >= 0) & (uv[..., 1] <= 479)
+    close = rig.names.index(next(n for n, r in roles.items() if r == "close"))
+    assert (~inside[close]).any(axis=1).sum() >= 5  # frames with a keypoint outside the close camera
+    assert inside.all(axis=(1, 2)).sum() >= 4  # cameras that always see the whole hand
+
+
+def test_motion_is_smooth_and_bounded():
+    model = load_hand_model("right")
+    motion = synth.make_motion(ManoLayer(model), model.hands_mean, "right", 40, 15.0, seed=3)
+    step = np.linalg.norm(np.diff(motion.joints, axis=0), axis=2).max()
+    assert step < 0.02  # no keypoint jumps more than 2 cm between frames at 15 fps
+    full = motion.pose[:, 3:] + model.hands_mean  # articulation relative to the flat hand
+    assert np.abs(full).max() < np.deg2rad(110)
+    palm = motion.joints[:, [0, 5, 9, 13, 17]].mean(1)
+    assert np.abs(palm).max() < 0.035  # the palm centre drifts a few cm around the origin
+
+
+@pytest.mark.parametrize("side", ["right", "left"])
+def test_convention_flexion_curls_towards_the_palm(side):
+    """hand_axes: a positive angle about ``flex`` moves every fingertip towards the palm side."""
+    model = load_hand_model(side)
+    layer = ManoLayer(model)
+    flat = np.concatenate([np.zeros(3), -model.hands_mean])[None]
+    _, rest = synth._run_layer(layer, flat, np.zeros(NUM_BETAS), np.zeros((1, 3)))
+    axes = synth.hand_axes(rest[0], side)
+    full = np.zeros((15, 3))
+    for j in range(15):
+        full[j] = 0.5 * axes.flex[j]
+    pose = np.concatenate([np.zeros(3), full.ravel() - model.hands_mean])[None]
+    _, bent = synth._run_layer(layer, pose, np.zeros(NUM_BETAS), np.zeros((1, 3)))
+    tips = [4, 8, 12, 16, 20]
+    towards_palm = (bent[0, tips] - rest[0, tips]) @ axes.palm_normal
+    assert (towards_palm > 0.01).all()
+
+
+def test_calibration_views_match_the_true_board_poses(exact_session):
+    """OpenCV finds the rendered board where the true pose projects it (exact distortion)."""
+    rig = read_rig(exact_session / "rig.json")
+    poses = json.loads((exact_session / "calib" / "board_poses.json").read_text())
+    spec = parse_board_spec(poses["board"]["spec"])
+    errs, fronts = [], []
+    for stem, view in poses["views"].items():
+        R, t = np.array(view["R"]), np.array(view["t"])
+        for cam in rig:
+            fronts.append(view["front_facing"][cam.name])
+            img = cv2.imread(str(exact_session / "calib" / cam.name / f"{stem}.png"))
+            det = detect_board(img, spec)
+            if det.num_corners:
+                assert view["front_facing"][cam.name]
+                uv = cam.project(spec.object_points()[det.corner_ids] @ R.T + t)
+                errs.append(np.linalg.norm(uv - det.corners_px, axis=1))
+    assert any(fronts) and not all(fronts)  # every board pose is seen by some cameras only
+    e = np.concatenate(errs)
+    assert len(e) >= 10
+    assert np.median(e) < 0.25  # sub-pixel corners on 160x120 images; ~0.04 px at 640x480
+
+
+def test_board_render_corners_at_full_resolution():
+    """At 640x480 the detected corners sit within a few hundredths of a pixel of the truth."""
+    rig, _ = synth.make_rig(2, (640, 480), seed=1)
+    spec = parse_board_spec("charuco:7x5:0.04:0.03:DICT_4X4_50")
+    tex = synth.board_texture(spec)
+    cam = rig[0]
+    R, t = synth._look_at(cam.center, np.zeros(3), 0.0)  # board facing camera 0 squarely
+    pose = np.eye(4)
+    pose[:3, :3] = R.T  # board axes = camera axes: printed side (-z) towards the camera
+    pose[:3, 3] = -R.T @ np.array([0.14, 0.10, 0.0])
+    img = synth.render_board_view(cam, tex, pose, synth.make_background(cam.image_size, "green", 0, 0),
+                                  synth.make_lighting(0))
+    det = detect_board(img, spec)
+    assert det.num_corners == spec.num_corners
+    uv = cam.project(spec.object_points() @ pose[:3, :3].T + pose[:3, 3])
+    err = np.linalg.norm(uv[det.corner_ids] - det.corners_px, axis=1)
+    assert np.median(err) < 0.1 and err.max() < 0.3
+
+
+def test_same_seed_same_bytes(noisy_settings, tmp_path):
+    a = synthesize(noisy_settings)
+    b = synthesize(SynthSettings(**{**noisy_settings.__dict__, "out_dir": tmp_path / "b"}))
+    fa, fb = _files(a.out_dir), _files(b.out_dir)
+    assert fa.keys() == fb.keys()
+    assert [k for k in fa if fa[k] != fb[k]] == []
+    assert a.num_files == len(fa)
+
+
+def test_noisy_keypoints_statistics():
+    rng = np.random.default_rng(0)
+    uv = np.tile([[80.0, 60.0]], (NUM_JOINTS, 1))
+    state = np.array([2] * 15 + [1] * 4 + [0] * 2)
+    draws = np.stack([synth.noisy_keypoints(uv, state, (160, 120), 2.0, 0.0, rng) for _ in range(400)])
+    assert (draws[:, 19:] == 0).all()  # outside the image: missing
+    assert ((draws[:, :15, 2] >= 0.75) & (draws[:, :15, 2] <= 1)).all()
+    assert ((draws[:, 15:19, 2] >= 0.25) & (draws[:, 15:19, 2] <= 0.55)).all()
+    assert abs(np.std(draws[:, :19, :2] - 80.0 * np.array([1, 0.75])) - 2.0) < 0.1
+    out = np.stack([synth.noisy_keypoints(uv, state, (160, 120), 0.0, 0.3, rng) for _ in range(400)])
+    moved = np.any(out[:, :19, :2] != uv[:19], axis=2)
+    assert abs(moved.mean() - 0.3) < 0.03
+    assert (out[..., 0] <= 159).all() and (out[..., 1] <= 119).all()
+
+
+def test_refuses_a_non_empty_folder(tmp_path):
+    (tmp_path / "mine.txt").write_text("x")
+    with pytest.raises(HandannoError, match="not empty"):
+        synthesize(SynthSettings(tmp_path, num_cameras=1, num_frames=1, image_size=(32, 24), calib_views=0))
+    with pytest.raises(HandannoError, match="not made by synth"):
+        synthesize(SynthSettings(tmp_path, num_cameras=1, num_frames=1, image_size=(32, 24), calib_views=0,
+                                 force=True))
+    assert (tmp_path / "mine.txt").read_text() == "x"
+
+
+def test_force_replaces_an_earlier_session(tmp_path):
+    small = dict(num_cameras=1, image_size=(48, 32), calib_views=0)
+    synthesize(SynthSettings(tmp_path, num_frames=3, **small))
+    synthesize(SynthSettings(tmp_path, num_frames=1, force=True, **small))
+    assert sorted(p.name for p in (tmp_path / "images" / "cam0").iterdir()) == ["000000.jpg"]
+
+
+def test_runs_with_a_mano_format_model_folder(tmp_path):
+    """--model-dir: a folder with MANO_RIGHT.pkl (here the open model's arrays, without its name)."""
+    d = read_model_pickle(OPEN_MODEL_FILES["right"])
+    d.pop("model_name", None)
+    (tmp_path / "models").mkdir()
+    with open(tmp_path / "models" / "MANO_RIGHT.pkl", "wb") as f:
+        pickle.dump(d, f)
+    res = synthesize(SynthSettings(tmp_path / "out", num_cameras=2, num_frames=1, image_size=(64, 48), calib_views=0,
+                                   model_dir=tmp_path / "models"))
+    gt = json.loads((res.out_dir / "ground_truth" / "000000.json").read_text())
+    assert gt["model"] == "MANO"
+
+
+def test_bad_settings_are_errors(tmp_path):
+    with pytest.raises(HandannoError, match="hand"):
+        SynthSettings(tmp_path, hand="middle")
+    with pytest.raises(HandannoError, match="board"):
+        synthesize(SynthSettings(tmp_path / "x", board="charuco:7x5"))
+
+
+def test_raycast_masks_match_written_masks(exact_session):
+    """Others reuse raycast.render_mask on the ground truth: it must reproduce masks_gt."""
+    rig = read_rig(exact_session / "rig.json")
+    model = load_hand_model("right")
+    layer = ManoLayer(model)
+    gt = json.loads((exact_session / "ground_truth" / "000000.json").read_text())
+    verts, _ = synth._run_layer(layer, np.array([gt["pose"]]), np.array(gt["betas"]), np.array([gt["trans"]]))
+    for cam in rig:
+        mask = cv2.imread(str(exact_session / "masks_gt" / cam.name / "000000.png"), cv2.IMREAD_GRAYSCALE)
+        np.testing.assert_array_equal(raycast.render_mask(verts[0], model.faces, cam), mask)
+
+
+def test_convention_keypoint_parts():
+    """A joint's own skin is the bones meeting at it (MANO joint ids), a tip's its distal bone."""
+    parts = synth.keypoint_parts()
+    assert parts[0] == {0}  # wrist: the palm
+    assert parts[5] == {0, 1}  # index MCP: palm + proximal phalanx
+    assert parts[6] == {1, 2}  # index PIP
+    assert parts[8] == {3}  # index tip: distal phalanx
+    assert parts[4] == {15}  # thumb tip
+    assert parts[1] == {0, 13}  # thumb CMC
