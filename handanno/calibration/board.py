@@ -1,0 +1,630 @@
+"""Calibration boards: spec parsing, board geometry, corner detection and synthetic detections.
+
+Convention:
+    - Board frame: origin at the outer top-left corner of the printed board (ChArUco) or
+      at the first inner corner (chessboard); x along the first size (``size_x``), y along
+      the second (``size_y``), z = x cross y, pointing *into* the board, away from a camera
+      that sees its printed side. Units: metres.
+    - Corner ids are row-major over the inner-corner grid ``(nx, ny)``:
+      ``id = row * nx + col``. A ChArUco corner ``id`` sits at
+      ``((col + 1) * square_m, (row + 1) * square_m, 0)`` (OpenCV's
+      ``CharucoBoard.getChessboardCorners`` order); a chessboard corner at
+      ``(col * square_m, row * square_m, 0)`` (``findChessboardCorners`` order with
+      ``patternSize = (nx, ny)``).
+    - Pixels: ``(u, v)``, pixel (0, 0) is the centre of the top-left pixel (OpenCV).
+    - ``image_size = (width, height)`` in pixels.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+
+from handanno.calibration.camera import Camera, project_points
+from handanno.check import check_shape
+from handanno.errors import HandannoError
+
+log = logging.getLogger(__name__)
+
+BOARD_KINDS = ("charuco", "chessboard")
+
+# Families tried when markers of the given dictionary are not found. The predefined
+# DICT_nXn_50/100/250 dictionaries are prefixes of DICT_nXn_1000, so one detection with the
+# 1000-marker version tells the family and the largest id in use.
+_CANDIDATE_DICTIONARIES = (
+    "DICT_4X4_1000",
+    "DICT_5X5_1000",
+    "DICT_6X6_1000",
+    "DICT_7X7_1000",
+    "DICT_ARUCO_ORIGINAL",
+    "DICT_APRILTAG_36h11",
+    "DICT_ARUCO_MIP_36h12",
+)
+
+
+def dictionary_names() -> list[str]:
+    """All predefined ArUco dictionary names this OpenCV knows (``DICT_4X4_50``, ...)."""
+    import cv2
+
+    return sorted(n for n in dir(cv2.aruco) if n.startswith("DICT_"))
+
+
+def _dictionary_id(name: str) -> int:
+    import cv2
+
+    key = name.upper() if name.upper().startswith("DICT_") else "DICT_" + name.upper()
+    # AprilTag names exist in both cases (DICT_APRILTAG_36h11 and _36H11).
+    if not hasattr(cv2.aruco, key):
+        raise HandannoError(
+            f"unknown ArUco dictionary {name!r}; use one of {', '.join(n for n in dictionary_names() if '_1000' in n)}, "
+            "... (any cv2.aruco DICT_* name, e.g. DICT_4X4_50, DICT_6X6_250, DICT_APRILTAG_36h11)"
+        )
+    return int(getattr(cv2.aruco, key))
+
+
+@dataclass(frozen=True)
+class BoardSpec:
+    """A calibration board, as given on the command line.
+
+    Attributes:
+        kind: ``"charuco"`` or ``"chessboard"``.
+        size_x: ChArUco: squares along x; chessboard: inner corners along x.
+        size_y: ChArUco: squares along y; chessboard: inner corners along y.
+        square_m: side of one chessboard square, metres.
+        marker_m: ChArUco marker side, metres (``None`` for chessboards).
+        dictionary: ChArUco dictionary name, canonical upper case ``DICT_...``
+            (``None`` for chessboards).
+        legacy: ChArUco boards made before OpenCV 4.6 with an even number of rows
+            (``CharucoBoard.setLegacyPattern``).
+
+    Convention:
+        See the module docstring: board frame, corner ids and units (metres).
+    """
+
+    kind: str
+    size_x: int
+    size_y: int
+    square_m: float
+    marker_m: float | None = None
+    dictionary: str | None = None
+    legacy: bool = False
+
+    def __post_init__(self) -> None:
+        if self.kind not in BOARD_KINDS:
+            raise HandannoError(f"board kind must be one of {BOARD_KINDS}, got {self.kind!r}")
+        if self.size_x < 2 or self.size_y < 2 or (self.kind == "charuco" and self.size_x * self.size_y < 6):
+            raise HandannoError(f"board size {self.size_x}x{self.size_y} is too small")
+        if not (self.square_m > 0 and np.isfinite(self.square_m)):
+            raise HandannoError(f"board square size must be a positive length in metres, got {self.square_m}")
+        if self.kind == "charuco":
+            if self.marker_m is None or not (0 < self.marker_m < self.square_m):
+                raise HandannoError(
+                    f"ChArUco marker size must be positive and smaller than the square ({self.square_m} m), "
+                    f"got {self.marker_m}"
+                )
+            if self.dictionary is None:
+                raise HandannoError("a ChArUco board needs a dictionary, e.g. DICT_4X4_50")
+            _dictionary_id(self.dictionary)
+            if self.num_markers > self.dictionary_size:
+                raise HandannoError(
+                    f"a {self.size_x}x{self.size_y} ChArUco board has {self.num_markers} markers but "
+                    f"{self.dictionary} holds only {self.dictionary_size}; use a larger dictionary"
+                )
+
+    @property
+    def inner_corners(self) -> tuple[int, int]:
+        """``(nx, ny)`` inner-corner grid, the grid of corner ids."""
+        if self.kind == "charuco":
+            return self.size_x - 1, self.size_y - 1
+        return self.size_x, self.size_y
+
+    @property
+    def num_corners(self) -> int:
+        """Number of corners ``N`` on the board."""
+        nx, ny = self.inner_corners
+        return nx * ny
+
+    @property
+    def num_markers(self) -> int:
+        """Number of ArUco markers on a ChArUco board (0 for a chessboard)."""
+        return (self.size_x * self.size_y) // 2 if self.kind == "charuco" else 0
+
+    @property
+    def dictionary_size(self) -> int:
+        """Number of markers in the dictionary (0 for a chessboard)."""
+        if self.kind != "charuco":
+            return 0
+        import cv2
+
+        return int(cv2.aruco.getPredefinedDictionary(_dictionary_id(self.dictionary)).bytesList.shape[0])
+
+    def __str__(self) -> str:
+        if self.kind == "chessboard":
+            return f"chessboard:{self.size_x}x{self.size_y}:{self.square_m:g}"
+        return f"charuco:{self.size_x}x{self.size_y}:{self.square_m:g}:{self.marker_m:g}:{self.dictionary}"
+
+    def object_points(self) -> np.ndarray:
+        """``(N, 3)`` corner positions in the board frame, metres, row ``i`` = corner id ``i``.
+
+        Example:
+            >>> parse_board_spec("chessboard:3x2:0.5").object_points().tolist()
+            [[0.0, 0.0, 0.0], [0.5, 0.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.5, 0.0], [0.5, 0.5, 0.0], [1.0, 0.5, 0.0]]
+        """
+        nx, ny = self.inner_corners
+        row, col = np.divmod(np.arange(nx * ny), nx)  # id = row * nx + col
+        offset = 1.0 if self.kind == "charuco" else 0.0
+        pts = np.stack([(col + offset) * self.square_m, (row + offset) * self.square_m, np.zeros(nx * ny)], axis=1)
+        return pts  # (N, 3)
+
+    def cv_board(self):
+        """The OpenCV ``cv2.aruco.CharucoBoard`` (ChArUco only)."""
+        import cv2
+
+        if self.kind != "charuco":
+            raise HandannoError("cv_board() is for ChArUco boards")
+        dictionary = cv2.aruco.getPredefinedDictionary(_dictionary_id(self.dictionary))
+        board = cv2.aruco.CharucoBoard((self.size_x, self.size_y), self.square_m, self.marker_m, dictionary)
+        board.setLegacyPattern(self.legacy)
+        return board
+
+
+def parse_board_spec(spec: str, legacy: bool = False) -> BoardSpec:
+    """Parse a ``--board`` string.
+
+    Args:
+        spec: ``"charuco:SXxSY:SQUARE_M:MARKER_M:DICT"`` (squares along x and y, square and
+            marker sides in metres, an ArUco dictionary name such as ``DICT_4X4_50``; the
+            ``DICT_`` prefix may be left out) or ``"chessboard:NXxNY:SQUARE_M"`` (inner
+            corners along x and y, square side in metres).
+        legacy: ChArUco pattern of OpenCV before 4.6 (matters for an even number of rows).
+
+    Returns:
+        The frozen :class:`BoardSpec`.
+
+    Raises:
+        HandannoError: on a malformed spec, with an example of the right form.
+
+    Example:
+        >>> parse_board_spec("charuco:7x5:0.04:0.03:DICT_4X4_50")
+        BoardSpec(kind='charuco', size_x=7, size_y=5, square_m=0.04, marker_m=0.03, dictionary='DICT_4X4_50', legacy=False)
+        >>> parse_board_spec("chessboard:9x6:0.025").num_corners
+        54
+    """
+    examples = "e.g. charuco:7x5:0.04:0.03:DICT_4X4_50 or chessboard:9x6:0.025"
+    parts = [p.strip() for p in str(spec).split(":")]
+    kind = parts[0].lower()
+    want = {"charuco": 5, "chessboard": 3}
+    if kind not in want:
+        raise HandannoError(f"--board {spec!r}: the kind must be 'charuco' or 'chessboard' ({examples})")
+    if len(parts) != want[kind]:
+        raise HandannoError(f"--board {spec!r}: a {kind} spec has {want[kind]} fields separated by ':' ({examples})")
+    try:
+        sx, sy = (int(s) for s in parts[1].lower().split("x"))
+    except ValueError as exc:
+        raise HandannoError(f"--board {spec!r}: size must be like 7x5, got {parts[1]!r} ({examples})") from exc
+    try:
+        lengths = [float(p) for p in parts[2 : want[kind] - 1 if kind == "charuco" else 3]]
+    except ValueError as exc:
+        raise HandannoError(f"--board {spec!r}: square and marker sizes must be numbers in metres ({examples})") from exc
+    if lengths[0] > 1.0:
+        log.warning("board square %.3g m is over 1 m; sizes are in metres (0.04 for 4 cm)", lengths[0])
+    if kind == "chessboard":
+        return BoardSpec("chessboard", sx, sy, lengths[0])
+    dictionary = parts[4].upper()
+    dictionary = dictionary if dictionary.startswith("DICT_") else "DICT_" + dictionary
+    # keep OpenCV's spelling for AprilTag-style names (DICT_APRILTAG_36h11 == DICT_APRILTAG_36H11)
+    return BoardSpec("charuco", sx, sy, lengths[0], lengths[1], dictionary, bool(legacy))
+
+
+@dataclass(frozen=True)
+class Detection:
+    """Board corners found in one image.
+
+    Attributes:
+        corner_ids: ``(K,)`` int64 corner ids (see the module convention), increasing.
+        corners_px: ``(K, 2)`` float64 pixel positions ``(u, v)``.
+        image_size: ``(width, height)`` of the image, pixels.
+        markers_found: ChArUco markers detected (0 for chessboards), for diagnostics.
+
+    Convention:
+        ``corners_px[k]`` is where corner ``corner_ids[k]`` was seen; pixel (0, 0) is the
+        centre of the top-left pixel. An image without the board has ``K = 0``.
+    """
+
+    corner_ids: np.ndarray
+    corners_px: np.ndarray
+    image_size: tuple[int, int]
+    markers_found: int = 0
+
+    def __post_init__(self) -> None:
+        ids = np.asarray(self.corner_ids, dtype=np.int64).reshape(-1)
+        uv = np.asarray(self.corners_px, dtype=np.float64).reshape(-1, 2) if np.size(self.corners_px) else np.zeros((0, 2))
+        check_shape(uv, (ids.shape[0], 2), "Detection.corners_px")
+        order = np.argsort(ids, kind="stable")
+        ids, uv = ids[order], uv[order]
+        ids.setflags(write=False)
+        uv.setflags(write=False)
+        object.__setattr__(self, "corner_ids", ids)
+        object.__setattr__(self, "corners_px", uv)
+        object.__setattr__(self, "image_size", tuple(int(s) for s in self.image_size))
+
+    @property
+    def num_corners(self) -> int:
+        """``K``, the number of corners found."""
+        return int(self.corner_ids.shape[0])
+
+    @classmethod
+    def empty(cls, image_size: tuple[int, int], markers_found: int = 0) -> Detection:
+        """A detection with no corners."""
+        return cls(np.zeros(0, np.int64), np.zeros((0, 2)), image_size, markers_found)
+
+    def dense(self, num_corners: int) -> np.ndarray:
+        """``(N, 2)`` pixels with NaN rows for corners not found."""
+        out = np.full((num_corners, 2), np.nan)
+        out[self.corner_ids] = self.corners_px
+        return out
+
+
+def _image_size(image: np.ndarray) -> tuple[int, int]:
+    return int(image.shape[1]), int(image.shape[0])
+
+
+def _grey(image: np.ndarray) -> np.ndarray:
+    import cv2
+
+    if image.ndim == 3:
+        return cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
+    return image
+
+
+def detect_board(image: np.ndarray, spec: BoardSpec, detector_params=None) -> Detection:
+    """Find the board's corners in one image.
+
+    Args:
+        image: ``(H, W)`` grey or ``(H, W, 3)`` BGR uint8.
+        spec: the board.
+        detector_params: optional ``cv2.aruco.DetectorParameters`` (ChArUco).
+
+    Returns:
+        A :class:`Detection`; ``K = 0`` when the board is not found. ChArUco boards give any
+        subset of corners interpolated from at least 2 neighbouring markers; chessboards
+        give all corners or none (``findChessboardCorners`` + ``cornerSubPix``, falling
+        back to ``findChessboardCornersSB``), in :func:`canonical_chessboard_order`.
+    """
+    import cv2
+
+    grey = _grey(image)
+    size = _image_size(grey)
+    if spec.kind == "charuco":
+        params = detector_params if detector_params is not None else cv2.aruco.DetectorParameters()
+        detector = cv2.aruco.CharucoDetector(spec.cv_board(), cv2.aruco.CharucoParameters(), params)
+        corners, ids, _, marker_ids = detector.detectBoard(grey)
+        markers = 0 if marker_ids is None else len(marker_ids)
+        if ids is None or len(ids) == 0:
+            return Detection.empty(size, markers)
+        return Detection(ids.reshape(-1), corners.reshape(-1, 2), size, markers)
+
+    pattern = spec.inner_corners
+    # The classic detector is fast (ms, and quick to give up on images without the board);
+    # its corners are refined with cornerSubPix in a window of about half a square. The
+    # sector-based detector (SB) is slower but copes with blur and noise: it runs when the
+    # classic one fails.
+    found, corners = cv2.findChessboardCorners(
+        grey, pattern, flags=cv2.CALIB_CB_ADAPTIVE_THRESH | cv2.CALIB_CB_NORMALIZE_IMAGE | cv2.CALIB_CB_FAST_CHECK
+    )
+    if found:
+        grid = corners.reshape(pattern[1], pattern[0], 2)
+        spacing = float(np.min(np.linalg.norm(np.diff(grid, axis=1), axis=-1)))
+        half = int(np.clip(0.4 * spacing, 2, 11))
+        criteria = (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 50, 1e-3)
+        corners = cv2.cornerSubPix(grey, corners, (half, half), (-1, -1), criteria)
+    else:
+        found, corners = cv2.findChessboardCornersSB(
+            grey, pattern, flags=cv2.CALIB_CB_NORMALIZE_IMAGE | cv2.CALIB_CB_EXHAUSTIVE
+        )
+    if not found or corners is None:
+        return Detection.empty(size)
+    corners = canonical_chessboard_order(grey, corners.reshape(-1, 2).astype(np.float64), pattern)
+    return Detection(np.arange(spec.num_corners), corners, size)
+
+
+def chessboard_is_symmetric(spec: BoardSpec) -> bool:
+    """True for chessboards that look the same turned by 180 degrees (``nx + ny`` even).
+
+    Their corner order cannot be told from the image, so cameras may disagree on it.
+    """
+    return spec.kind == "chessboard" and (spec.size_x + spec.size_y) % 2 == 0
+
+
+def canonical_chessboard_order(grey: np.ndarray, corners_px: np.ndarray, pattern: tuple[int, int]) -> np.ndarray:
+    """Put chessboard corners in the board's own order: corner 0 touches a black outer square.
+
+    ``findChessboardCornersSB`` and ``findChessboardCorners`` start from opposite ends of
+    the same board (checked on rotated renders of a 9x6 board), so the order is fixed here
+    from the image: on a board with ``nx + ny`` odd the outer squares diagonal to the first
+    and the last corner have different colours, and corner 0 is the one at the black
+    square (a board printed with a black top-left square, as OpenCV's pattern). Symmetric
+    boards (``nx + ny`` even) are returned as found.
+
+    Args:
+        grey: ``(H, W)`` uint8 image.
+        corners_px: ``(N, 2)`` corners in row-major order of ``pattern``.
+        pattern: ``(nx, ny)`` inner corners.
+
+    Returns:
+        ``(N, 2)`` corners, possibly reversed (a 180 degree turn of the grid).
+    """
+    import cv2
+
+    nx, ny = pattern
+    check_shape(corners_px, (nx * ny, 2), "corners_px")
+    if (nx + ny) % 2 == 0:
+        return corners_px
+    grid = corners_px.reshape(ny, nx, 2)
+    first = grid[0, 0] + (grid[0, 0] - grid[1, 1]) / 2  # centre of the outer square diagonal to corner 0
+    last = grid[-1, -1] + (grid[-1, -1] - grid[-2, -2]) / 2
+    half = max(1, int(np.linalg.norm(grid[0, 0] - grid[1, 1]) / 8))
+    H, W = grey.shape[:2]
+
+    def level(p: np.ndarray) -> float | None:
+        if not (half <= p[0] < W - half and half <= p[1] < H - half):
+            return None
+        patch = cv2.getRectSubPix(grey, (2 * half + 1, 2 * half + 1), (float(p[0]), float(p[1])))
+        return float(patch.mean())
+
+    a, b = level(first), level(last)
+    if a is None or b is None:
+        return corners_px
+    return corners_px[::-1].copy() if a > b else corners_px
+
+
+def _count_markers(grey: np.ndarray, dictionary_name: str, params=None) -> np.ndarray:
+    import cv2
+
+    dictionary = cv2.aruco.getPredefinedDictionary(_dictionary_id(dictionary_name))
+    detector = cv2.aruco.ArucoDetector(dictionary, params if params is not None else cv2.aruco.DetectorParameters())
+    _, ids, _ = detector.detectMarkers(grey)
+    return np.zeros(0, np.int64) if ids is None else ids.reshape(-1).astype(np.int64)
+
+
+def _smallest_dictionary(family_1000: str, max_id: int) -> str:
+    if not family_1000.endswith("_1000"):
+        return family_1000
+    for n in (50, 100, 250, 1000):
+        if max_id < n:
+            return family_1000[: -len("1000")] + str(n)
+    return family_1000
+
+
+def diagnose_board(image: np.ndarray, spec: BoardSpec, detector_params=None) -> str:
+    """Say why ``spec`` finds no corners in ``image`` and, where possible, what would.
+
+    Tries the image with the given dictionary, other common dictionaries, the swapped
+    board size and the legacy pattern (ChArUco), or the squares-vs-inner-corners mix-up
+    and ArUco markers (chessboards).
+
+    Args:
+        image: ``(H, W)`` or ``(H, W, 3)`` uint8.
+        spec: the board the user gave.
+        detector_params: optional ``cv2.aruco.DetectorParameters``.
+
+    Returns:
+        One or two sentences for the user (empty if the board is in fact found).
+    """
+    import cv2
+
+    grey = _grey(image)
+    if detect_board(grey, spec, detector_params).num_corners > 0:
+        return ""
+    if spec.kind == "charuco":
+        ids = _count_markers(grey, spec.dictionary, detector_params)
+        if len(ids):
+            hints = []
+            for alt in (
+                BoardSpec("charuco", spec.size_y, spec.size_x, spec.square_m, spec.marker_m, spec.dictionary, spec.legacy),
+                BoardSpec("charuco", spec.size_x, spec.size_y, spec.square_m, spec.marker_m, spec.dictionary, not spec.legacy),
+            ):
+                found = detect_board(grey, alt, detector_params).num_corners
+                if found:
+                    flag = " --legacy" if alt.legacy else (" without --legacy" if spec.legacy else "")
+                    hints.append(f"--board {alt}{flag} finds {found} corners")
+            msg = (
+                f"{len(ids)} ArUco markers of {spec.dictionary} were detected (ids {int(ids.min())}-{int(ids.max())}) "
+                f"but no ChArUco corners were interpolated with a {spec.size_x}x{spec.size_y} board "
+                f"(which uses marker ids 0-{spec.num_markers - 1})"
+            )
+            if hints:
+                return msg + "; " + "; ".join(hints) + "."
+            return msg + "; check the board size (squares along x by y) and --legacy for boards made before OpenCV 4.6."
+        best, best_ids = None, np.zeros(0, np.int64)
+        for name in _CANDIDATE_DICTIONARIES:
+            found_ids = _count_markers(grey, name, detector_params)
+            if len(found_ids) > len(best_ids):
+                best, best_ids = name, found_ids
+        if best is not None and len(best_ids) >= 2:
+            guess = _smallest_dictionary(best, int(best_ids.max()))
+            family = f"the {best[: -len('1000')]}* family" if best.endswith("_1000") else best
+            return (
+                f"no markers of {spec.dictionary} were found, but {len(best_ids)} markers of {family} were "
+                f"(ids {int(best_ids.min())}-{int(best_ids.max())}), so the images use {guess} or a larger "
+                f"dictionary of that family; try --board "
+                f"{BoardSpec('charuco', spec.size_x, spec.size_y, spec.square_m, spec.marker_m, guess)}."
+            )
+        return (
+            f"no ArUco markers of {spec.dictionary} or other common dictionaries were found: is the board in view, "
+            "lit and in focus?"
+        )
+
+    # chessboard
+    for alt_size in ((spec.size_x - 1, spec.size_y - 1), (spec.size_x + 1, spec.size_y + 1)):
+        if min(alt_size) < 2:
+            continue
+        found, _ = cv2.findChessboardCornersSB(grey, alt_size, flags=cv2.CALIB_CB_NORMALIZE_IMAGE)
+        if found:
+            alt = BoardSpec("chessboard", alt_size[0], alt_size[1], spec.square_m)
+            return (
+                f"a chessboard of {alt_size[0]}x{alt_size[1]} inner corners was found: try --board {alt} "
+                "(the size counts inner corners, one less than the squares each way)."
+            )
+    for name in _CANDIDATE_DICTIONARIES[:4]:
+        if len(_count_markers(grey, name, detector_params)) >= 2:
+            return f"ArUco markers ({name} family) were found: is this a ChArUco board? Use --board charuco:..."
+    return (
+        f"no {spec.size_x}x{spec.size_y} chessboard was found; the size counts inner corners "
+        "(a board of 10x7 squares has 9x6 inner corners) and the whole board must be in view."
+    )
+
+
+def read_detector_params(path: str) -> object:
+    """Read ``cv2.aruco.DetectorParameters`` from an OpenCV FileStorage file (YAML/JSON)."""
+    import cv2
+
+    fs = cv2.FileStorage(str(path), cv2.FILE_STORAGE_READ)
+    if not fs.isOpened():
+        raise HandannoError(f"{path}: cannot read ArUco detector parameters (OpenCV FileStorage YAML expected)")
+    params = cv2.aruco.DetectorParameters()
+    if not params.readDetectorParameters(fs.root()):
+        raise HandannoError(f"{path}: not ArUco detector parameters")
+    fs.release()
+    return params
+
+
+@dataclass(frozen=True)
+class SyntheticViewSettings:
+    """What a simulated detector sees.
+
+    Attributes:
+        noise_px: standard deviation of the Gaussian noise added to each coordinate, px.
+        max_tilt_deg: corners are seen only when the board faces the camera within this
+            angle (angle between the board normal and the viewing ray).
+        min_corners: fewer visible corners than this give an empty detection.
+        margin_px: corners closer than this to the image border are dropped.
+    """
+
+    noise_px: float = 0.0
+    max_tilt_deg: float = 75.0
+    min_corners: int = 6
+    margin_px: float = 2.0
+
+
+def synthetic_detections(
+    camera: Camera,
+    spec: BoardSpec,
+    R_world_from_board: np.ndarray,
+    t_world_from_board: np.ndarray,
+    settings: SyntheticViewSettings = SyntheticViewSettings(),
+    rng: np.random.Generator | None = None,
+) -> list[Detection]:
+    """What a detector would report for the board at given poses (for tests and simulation).
+
+    Args:
+        camera: the camera.
+        spec: the board; a chessboard is all-or-nothing (as ``findChessboardCorners``).
+        R_world_from_board: ``(V, 3, 3)``; t_world_from_board: ``(V, 3)`` metres.
+        settings: noise and visibility rules.
+        rng: random generator for the noise (required when ``noise_px > 0``).
+
+    Returns:
+        ``V`` detections (empty where the board is not seen).
+
+    Convention:
+        ``x_world = R_world_from_board @ x_board + t_world_from_board``; the printed side is
+        seen when the board's +z axis points away from the camera.
+    """
+    check_shape(R_world_from_board, ("V", 3, 3), "R_world_from_board")
+    check_shape(t_world_from_board, (R_world_from_board.shape[0], 3), "t_world_from_board")
+    V = R_world_from_board.shape[0]
+    obj = spec.object_points()  # (N, 3)
+    pts_world = obj[None] @ np.swapaxes(R_world_from_board, 1, 2) + t_world_from_board[:, None]  # (V, N, 3)
+    pts_cam = camera.to_camera(pts_world)  # (V, N, 3)
+    uv = camera.project(pts_world)  # (V, N, 2)
+    normal_cam = (camera.R @ R_world_from_board)[:, :, 2]  # (V, 3) board +z in the camera frame
+    rays = pts_cam / np.linalg.norm(pts_cam, axis=-1, keepdims=True)  # (V, N, 3)
+    cos_tilt = np.einsum("vnk,vk->vn", rays, normal_cam)  # (V, N)
+    W, H = camera.image_size
+    m = settings.margin_px
+    # The distortion polynomial folds back far outside the image; keep corners whose
+    # undistorted direction is within the image too (a generous 1.5x frame).
+    xy = pts_cam[..., :2] / np.maximum(pts_cam[..., 2:3], 1e-9)
+    lin_uv = xy * np.diag(camera.K)[:2] + camera.K[:2, 2]
+    inside = (
+        (pts_cam[..., 2] > 1e-3)
+        & (cos_tilt > np.cos(np.deg2rad(settings.max_tilt_deg)))
+        & (uv[..., 0] >= m) & (uv[..., 0] <= W - 1 - m) & (uv[..., 1] >= m) & (uv[..., 1] <= H - 1 - m)
+        & (np.abs(lin_uv[..., 0] - W / 2) < 0.75 * W) & (np.abs(lin_uv[..., 1] - H / 2) < 0.75 * H)
+    )  # fmt: skip
+    if settings.noise_px > 0:
+        if rng is None:
+            raise HandannoError("synthetic_detections: noise_px > 0 needs an rng")
+        uv = uv + rng.normal(0.0, settings.noise_px, uv.shape)
+    out = []
+    for v in range(V):
+        keep = inside[v]
+        if spec.kind == "chessboard" and not keep.all():
+            keep = np.zeros_like(keep)
+        if keep.sum() < settings.min_corners:
+            out.append(Detection.empty(camera.image_size))
+            continue
+        ids = np.flatnonzero(keep)
+        out.append(Detection(ids, uv[v, ids], camera.image_size, spec.num_markers))
+    return out
+
+
+@dataclass(frozen=True)
+class BoardPoseSample:
+    """Random board poses around a point, facing given directions (for simulation).
+
+    Attributes:
+        center_m: ``(3,)`` where the boards gather, world metres.
+        spread_m: standard deviation of the board centre around ``center_m``, metres.
+        max_tilt_deg: random tilt of the board normal away from its facing direction.
+    """
+
+    center_m: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    spread_m: float = 0.15
+    max_tilt_deg: float = 35.0
+
+
+def random_board_poses(
+    spec: BoardSpec,
+    facing_world: np.ndarray,
+    sample: BoardPoseSample,
+    rng: np.random.Generator,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Random board poses whose printed side faces the given directions.
+
+    Args:
+        spec: the board (its centre is put at the sampled point).
+        facing_world: ``(V, 3)`` unit vectors from the board towards the viewer it faces.
+        sample: where and how much to scatter.
+        rng: random generator.
+
+    Returns:
+        ``R_world_from_board (V, 3, 3)`` and ``t_world_from_board (V, 3)``.
+    """
+    from scipy.spatial.transform import Rotation
+
+    check_shape(facing_world, ("V", 3), "facing_world")
+    V = facing_world.shape[0]
+    nx, ny = spec.inner_corners
+    offset = 1.0 if spec.kind == "charuco" else 0.0
+    board_centre = np.array([(offset + (nx - 1) / 2) * spec.square_m, (offset + (ny - 1) / 2) * spec.square_m, 0.0])
+    Rs, ts = [], []
+    for v in range(V):
+        f = facing_world[v] / np.linalg.norm(facing_world[v])
+        z = -f  # board +z points away from the viewer
+        tilt = Rotation.from_rotvec(rng.normal(size=3) * np.deg2rad(sample.max_tilt_deg) / 2).as_matrix()
+        z = tilt @ z
+        helper = np.array([0.0, 0.0, 1.0]) if abs(z[2]) < 0.9 else np.array([1.0, 0.0, 0.0])
+        x = np.cross(helper, z)
+        x /= np.linalg.norm(x)
+        y = np.cross(z, x)
+        R = np.stack([x, y, z], axis=1)
+        spin = Rotation.from_rotvec(z * rng.uniform(-np.pi, np.pi)).as_matrix()
+        R = spin @ R
+        centre = np.asarray(sample.center_m) + rng.normal(0.0, sample.spread_m, 3)
+        Rs.append(R)
+        ts.append(centre - R @ board_centre)
+    return np.stack(Rs), np.stack(ts)
