@@ -331,9 +331,10 @@ def mano_forward(
     v_template: torch.Tensor,
     shapedirs: torch.Tensor,
     posedirs_flat: torch.Tensor,
-    J_regressor: torch.Tensor,
+    J_regressor: torch.Tensor | None,
     lbs_weights: torch.Tensor,
     parents: Sequence[int],
+    joints_rest: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Linear blend skinning of the MANO model, ``M(betas, theta)`` (Eq. 1-2, MANO).
 
@@ -347,6 +348,10 @@ def mano_forward(
         J_regressor: ``(16, V)``.
         lbs_weights: ``(V, 16)``.
         parents: the 16 parents, ``parents[0] == -1``.
+        joints_rest: ``(B, 16, 3)`` the shaped rest joints, when the caller has them (then
+            ``J_regressor`` may be None and ``v_template`` may be any subset of the
+            vertices, with the matching rows of ``shapedirs``, ``posedirs_flat`` and
+            ``lbs_weights``).
 
     Returns:
         ``vertices`` ``(B, V, 3)`` and ``joints`` ``(B, 16, 3)`` in metres, before any
@@ -354,12 +359,16 @@ def mano_forward(
     """
     B = full_pose.shape[0]
     V = v_template.shape[0]
-    J = J_regressor.shape[0]
+    J = lbs_weights.shape[1]
     check_shape(full_pose, (B, J * 3), "full_pose")
     check_shape(betas, (B, "S"), "betas")
 
     v_shaped = v_template + blend_shapes(betas, shapedirs)  # (B, V, 3)  Eq. 2 without B_P
-    joints = vertices_to_joints(J_regressor, v_shaped)  # (B, J, 3)  Eq. 10 (SMPL)
+    if joints_rest is None:
+        joints = vertices_to_joints(J_regressor, v_shaped)  # (B, J, 3)  Eq. 10 (SMPL)
+    else:
+        check_shape(joints_rest, (B, J, 3), "joints_rest")
+        joints = joints_rest
 
     rot_mats = batch_rodrigues(full_pose.reshape(B * J, 3)).view(B, J, 3, 3)  # (B, J, 3, 3)
     eye = torch.eye(3, dtype=full_pose.dtype, device=full_pose.device)
@@ -433,6 +442,15 @@ class ManoLayer(torch.nn.Module):
         buf("pose_mean", np.concatenate([np.zeros(3), model.hands_mean]))  # (48,)
         buf("tip_vertex_ids", model.tip_vertex_ids, torch.long)  # (5,)
         buf("freihand_from_extended", FREIHAND_FROM_EXTENDED, torch.long)  # (21,)
+        # The keypoints alone need the regressed joints and the 5 tip vertices: precompute
+        # their shape blend (J_regressor is linear) so keypoint-only fitting skips the mesh.
+        tips = np.asarray(model.tip_vertex_ids)
+        buf("J_template", model.J_regressor @ model.v_template)  # (16, 3)
+        buf("J_shapedirs", np.einsum("jv,vcs->jcs", model.J_regressor, model.shapedirs))  # (16, 3, 10)
+        buf("tip_template", model.v_template[tips])  # (5, 3)
+        buf("tip_shapedirs", model.shapedirs[tips])  # (5, 3, 10)
+        buf("tip_posedirs_flat", model.posedirs[tips].reshape(len(tips) * 3, NUM_POSE_BASIS).T)  # (135, 15)
+        buf("tip_weights", model.weights[tips])  # (5, 16)
 
     @property
     def device(self) -> torch.device:
@@ -496,6 +514,33 @@ class ManoLayer(torch.nn.Module):
         extended = torch.cat([mano_joints, tips], dim=1)  # (B, 21, 3) MANO order + tips
         joints = extended[:, self.freihand_from_extended]  # (B, 21, 3) FreiHAND order
         return HandOutput(vertices=vertices, joints=joints, mano_joints=mano_joints)
+
+    def keypoints(self, pose: torch.Tensor, betas: torch.Tensor, trans: torch.Tensor) -> torch.Tensor:
+        """The 21 FreiHAND keypoints only, ``(B, 21, 3)`` metres: equal to ``forward(...).joints``.
+
+        Skins just the 5 fingertip vertices (the 16 joints come from the kinematic chain),
+        so it costs a small fraction of the full mesh; the fitter's keypoint stages use it.
+        """
+        check_shape(pose, ("B", NUM_POSE), "pose")
+        B = pose.shape[0]
+        check_shape(betas, (B, NUM_BETAS), "betas")
+        check_shape(trans, (B, 3), "trans")
+        for x, what in ((pose, "pose"), (betas, "betas"), (trans, "trans")):
+            self._check_input(x, what)
+        full_pose = pose + self.pose_mean  # (B, 48)
+        tips, mano_joints = mano_forward(
+            full_pose,
+            betas,
+            self.tip_template,
+            self.tip_shapedirs,
+            self.tip_posedirs_flat,
+            None,
+            self.tip_weights,
+            self._parents,
+            joints_rest=self.J_template + blend_shapes(betas, self.J_shapedirs),
+        )  # (B, 5, 3), (B, 16, 3)
+        extended = torch.cat([mano_joints, tips], dim=1) + trans[:, None, :]  # (B, 21, 3)
+        return extended[:, self.freihand_from_extended]  # (B, 21, 3) FreiHAND order
 
     def rest_joints(self, betas: torch.Tensor) -> torch.Tensor:
         """The 16 joints ``J(betas)`` of the shaped template, before articulation and translation.

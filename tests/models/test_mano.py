@@ -207,3 +207,17 @@ def test_model_data_is_checked_and_frozen(mano_dict):
         HandModelData.from_arrays({**mano_dict, "tip_vertex_ids": np.array([1, 2, 3, 4, 9999])}, "right", "t", 0, "s")
     with pytest.raises(HandannoError, match="side"):
         HandModelData.from_arrays(mano_dict, "both", "t", False, "s")
+
+
+def test_keypoints_fast_path_equals_forward_joints(mano_dict):
+    from handanno.models.mano import HandModelData, ManoLayer
+
+    model = HandModelData.from_arrays(mano_dict, side="right", name="test", is_mano=False, source="fixture")
+    layer = ManoLayer(model, dtype=torch.float64)
+    g = torch.Generator().manual_seed(3)
+    pose = torch.randn(4, 48, generator=g, dtype=torch.float64) * 0.5
+    betas = torch.randn(4, 10, generator=g, dtype=torch.float64)
+    trans = torch.randn(4, 3, generator=g, dtype=torch.float64) * 0.1
+    full = layer(pose, betas, trans).joints
+    fast = layer.keypoints(pose, betas, trans)
+    assert torch.allclose(fast, full, atol=1e-12)

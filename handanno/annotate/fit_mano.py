@@ -1,0 +1,273 @@
+"""Batched multi-view fitting of the hand model (MANO or the open model) to 2D keypoints and masks.
+
+All frames of a batch are fitted at once on one device: per frame a global rotation,
+a translation and 45 articulation parameters; one shape for the whole session (one
+subject). The schedule is staged:
+
+1. ``3d``: align to triangulated 3D keypoints (fast and robust: no projection).
+2. ``2d``: robust confidence-weighted reprojection of the 21 keypoints in every view.
+3. ``sil``: the same plus soft silhouettes against masks, when masks are given.
+
+Priors on pose and shape and a temporal smoothness term act in every stage.
+
+Convention:
+    - B frames, C cameras, J = 21 keypoints (FreiHAND order), V vertices.
+    - World coordinates in metres, pixels in the image (pixel (0, 0) is the centre of the
+      top-left pixel); cameras as in :mod:`handanno.calibration.camera`.
+    - Parameters as FreiHAND stores them: ``pose (B, 48)`` = 3 global axis-angle + 45
+      articulation relative to ``hands_mean``; ``betas (10,)``; ``trans (B, 3)``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from scipy.spatial.transform import Rotation
+
+from handanno.annotate import losses
+from handanno.check import check_shape
+from handanno.data.conventions import NUM_BETAS, NUM_JOINTS
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class FitSettings:
+    """How to fit. Loss weights are relative; units are given per term."""
+
+    iters_3d: int = 80
+    iters_2d: int = 250
+    iters_sil: int = 80
+    lr: float = 0.03  # radians per Adam step for rotations and articulation, at the start
+    lr_trans_m: float = 0.003
+    lr_betas: float = 0.05
+    lr_final_fraction: float = 0.01  # cosine decay to this fraction within each stage
+    sigma_px: float = 10.0  # Geman-McClure scale of the reprojection term
+    sigma_3d_m: float = 0.015
+    w_kp2d: float = 1.0  # on px^2
+    w_kp3d: float = 1e6  # on m^2 (so 1 mm^2 counts like 1 px^2)
+    w_sil: float = 200.0  # on 1 - soft IoU
+    w_pose_prior: float = 0.02
+    pose_prior_std_rad: float = 0.6
+    w_shape_prior: float = 0.2
+    w_temporal: float = 0.0  # on m^2 of keypoint velocity x 1e6 (mm^2); 0 = off
+    fit_shape: bool = True
+    sil_size: int = 64  # silhouettes are rendered at sil_size x sil_size around the hand
+    sil_sigma: float = 1.0  # SoftRas sharpness, squared render pixels (handanno.annotate.render)
+    sil_box_scale: float = 1.3
+
+
+@dataclass(frozen=True)
+class FitInputs:
+    """What the fitter sees for one batch of frames.
+
+    Attributes:
+        uv_px: ``(B, C, J, 2)`` 2D keypoints, pixels.
+        conf: ``(B, C, J)`` confidences, 0 = missing.
+        cams: stacked camera tensors ``K (C,3,3)``, ``dist (C,5)``, ``R (C,3,3)``, ``t (C,3)``.
+        joints3d: ``(B, J, 3)`` triangulated keypoints, metres, NaN where unknown (for
+            the initialisation and the ``3d`` stage).
+        neighbour: ``(B - 1,)`` True where frame b + 1 directly follows frame b.
+        masks: optional ``(B, C, H, W)`` crops of the masks in ``mask_boxes``.
+        mask_boxes: optional ``(B, C, 4)`` ``(x0, y0, width, height)`` of each crop, image pixels.
+        mask_valid: optional ``(B, C)`` views that have a mask.
+    """
+
+    uv_px: torch.Tensor
+    conf: torch.Tensor
+    cams: dict[str, torch.Tensor]
+    joints3d: torch.Tensor
+    neighbour: torch.Tensor
+    masks: torch.Tensor | None = None
+    mask_boxes: torch.Tensor | None = None
+    mask_valid: torch.Tensor | None = None
+
+
+@dataclass(frozen=True)
+class FitResult:
+    """The fitted parameters and what they give, on the CPU as float64 numpy.
+
+    Attributes:
+        pose: ``(B, 48)``; betas: ``(10,)``; trans: ``(B, 3)`` metres.
+        joints: ``(B, 21, 3)`` world, metres; vertices: ``(B, V, 3)`` world, metres.
+        history: loss per stage and iteration (total over frames), for plots and tests.
+    """
+
+    pose: np.ndarray
+    betas: np.ndarray
+    trans: np.ndarray
+    joints: np.ndarray
+    vertices: np.ndarray
+    history: dict[str, list[float]] = field(default_factory=dict)
+
+
+def kabsch(source: np.ndarray, target: np.ndarray, weights: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Rigid transform (no scale) that best maps ``source`` onto ``target``.
+
+    Args:
+        source: ``(N, 3)``; target: ``(N, 3)``; weights: ``(N,)`` or None.
+
+    Returns:
+        ``R (3, 3)``, ``t (3,)`` with ``target ~ source @ R.T + t``.
+    """
+    w = np.ones(len(source)) if weights is None else np.asarray(weights, np.float64)
+    w = w / w.sum()
+    mu_s, mu_t = w @ source, w @ target
+    H = (source - mu_s).T @ ((target - mu_t) * w[:, None])
+    U, _, Vt = np.linalg.svd(H)
+    d = np.sign(np.linalg.det(Vt.T @ U.T))
+    R = Vt.T @ np.diag([1.0, 1.0, d]) @ U.T
+    return R, mu_t - R @ mu_s
+
+
+def initial_pose(
+    layer: torch.nn.Module, joints3d: np.ndarray, betas: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Global rotation and translation that align the model's mean-pose keypoints to triangulated ones.
+
+    Args:
+        layer: a :class:`handanno.models.mano.ManoLayer`.
+        joints3d: ``(B, 21, 3)`` metres, NaN where unknown.
+        betas: ``(10,)`` or None for the mean shape.
+
+    Returns:
+        ``pose (B, 48)`` (global axis-angle, articulation 0 = the model's mean pose) and
+        ``trans (B, 3)`` metres. Frames with fewer than 3 known keypoints keep identity
+        and a translation that puts the model's root at their mean known keypoint (or 0).
+
+    Convention:
+        MANO rotates about its root joint ``J0``: posed = ``R (x - J0) + J0 + trans``. A
+        Kabsch fit ``x_target ~ R x + t`` therefore gives ``trans = t + R J0 - J0``.
+    """
+    B = joints3d.shape[0]
+    check_shape(joints3d, (B, NUM_JOINTS, 3), "joints3d")
+    dev = layer.device
+    beta_t = torch.zeros(1, NUM_BETAS, device=dev) if betas is None else torch.as_tensor(betas, device=dev, dtype=torch.float32)[None]
+    with torch.no_grad():
+        out = layer(torch.zeros(1, 48, device=dev), beta_t, torch.zeros(1, 3, device=dev))
+        model_j = out.joints[0].double().cpu().numpy()  # (21, 3)
+        root = out.mano_joints[0, 0].double().cpu().numpy()  # (3,) J0
+    pose = np.zeros((B, 48))
+    trans = np.zeros((B, 3))
+    for b in range(B):
+        ok = np.all(np.isfinite(joints3d[b]), axis=1)
+        if ok.sum() >= 3:
+            R, t = kabsch(model_j[ok], joints3d[b, ok])
+            pose[b, :3] = Rotation.from_matrix(R).as_rotvec()
+            trans[b] = t + R @ root - root
+        elif ok.any():
+            trans[b] = joints3d[b, ok].mean(0) - model_j[0]
+    return pose, trans
+
+
+def _cosine_lr(step: int, total: int, final_fraction: float) -> float:
+    return final_fraction + (1 - final_fraction) * 0.5 * (1 + math.cos(math.pi * step / max(total, 1)))
+
+
+SilhouetteFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+"""``(vertices (B, V, 3), cams, boxes (B, C, 4)) -> silhouettes (B, C, H, W)``."""
+
+
+def fit_batch(
+    layer: torch.nn.Module,
+    inputs: FitInputs,
+    settings: FitSettings = FitSettings(),
+    init_pose: np.ndarray | None = None,
+    init_trans: np.ndarray | None = None,
+    init_betas: np.ndarray | None = None,
+    render_silhouettes: SilhouetteFn | None = None,
+) -> FitResult:
+    """Fit the hand model to a batch of frames seen by C cameras.
+
+    Args:
+        layer: a :class:`handanno.models.mano.ManoLayer` on the device to use.
+        inputs: observations (see :class:`FitInputs`), on the same device.
+        settings: the schedule, learning rates and loss weights.
+        init_pose, init_trans: ``(B, 48)``, ``(B, 3)``; None = from ``inputs.joints3d``.
+        init_betas: ``(10,)``; None = the mean shape.
+        render_silhouettes: the soft silhouette renderer; the silhouette stage runs only
+            when it and ``inputs.masks`` are given.
+
+    Returns:
+        :class:`FitResult`.
+    """
+    B, C, J, _ = inputs.uv_px.shape
+    dev = inputs.uv_px.device
+    dtype = torch.float32
+    if init_pose is None or init_trans is None:
+        init_pose, init_trans = initial_pose(layer, inputs.joints3d.detach().cpu().double().numpy(), init_betas)
+    glob = torch.tensor(init_pose[:, :3], dtype=dtype, device=dev, requires_grad=True)
+    art = torch.tensor(init_pose[:, 3:], dtype=dtype, device=dev, requires_grad=True)
+    trans = torch.tensor(init_trans, dtype=dtype, device=dev, requires_grad=True)
+    betas0 = np.zeros(NUM_BETAS) if init_betas is None else np.asarray(init_betas)
+    betas = torch.tensor(betas0, dtype=dtype, device=dev, requires_grad=settings.fit_shape)
+    eye = torch.eye(45, device=dev, dtype=dtype)
+    std = torch.full((45,), settings.pose_prior_std_rad, device=dev, dtype=dtype)
+
+    def params():
+        return torch.cat([glob, art], dim=1), betas[None].expand(B, NUM_BETAS), trans
+
+    def frame_losses(stage: str) -> torch.Tensor:
+        total = settings.w_pose_prior * losses.pose_prior_loss(art, eye, std)
+        if stage == "sil":  # the only stage that needs the mesh
+            out = layer(*params())
+            joints = out.joints
+            sil = render_silhouettes(out.vertices, inputs.cams, inputs.mask_boxes)
+            total = total + settings.w_sil * losses.silhouette_loss(sil, inputs.masks, inputs.mask_valid)
+        else:
+            joints = layer.keypoints(*params())
+        if stage == "3d":
+            total = total + settings.w_kp3d * losses.keypoint_3d_loss(joints, inputs.joints3d, settings.sigma_3d_m)
+        else:
+            total = total + settings.w_kp2d * losses.keypoint_reprojection_loss(
+                joints, inputs.uv_px, inputs.conf, inputs.cams, settings.sigma_px
+            )
+        if settings.w_temporal > 0:
+            total = total + settings.w_temporal * 1e6 * losses.temporal_loss(joints, inputs.neighbour)
+        return total
+
+    stages = [("3d", settings.iters_3d), ("2d", settings.iters_2d)]
+    if render_silhouettes is not None and inputs.masks is not None and settings.iters_sil > 0:
+        stages.append(("sil", settings.iters_sil))
+    history: dict[str, list[float]] = {}
+    for stage, iters in stages:
+        if iters <= 0:
+            continue
+        groups = [
+            {"params": [glob, art], "lr": settings.lr},
+            {"params": [trans], "lr": settings.lr_trans_m},
+        ]
+        if settings.fit_shape and stage != "3d":
+            groups.append({"params": [betas], "lr": settings.lr_betas})
+        opt = torch.optim.Adam(groups)
+        base = [g["lr"] for g in groups]
+        hist = history.setdefault(stage, [])
+        for it in range(iters):
+            scale = _cosine_lr(it, iters, settings.lr_final_fraction)
+            for g, lr0 in zip(opt.param_groups, base):
+                g["lr"] = lr0 * scale
+            opt.zero_grad(set_to_none=True)
+            loss = frame_losses(stage).sum()
+            if settings.fit_shape and stage != "3d":
+                loss = loss + settings.w_shape_prior * B * losses.shape_prior_loss(betas)
+            loss.backward()
+            opt.step()
+            hist.append(float(loss.detach()))
+        log.debug("stage %s: loss %.4g -> %.4g over %d iterations", stage, hist[0], hist[-1], iters)
+
+    with torch.no_grad():
+        pose, betas_b, trans_b = params()
+        out = layer(pose, betas_b, trans_b)
+    return FitResult(
+        pose=pose.detach().double().cpu().numpy(),
+        betas=betas.detach().double().cpu().numpy(),
+        trans=trans.detach().double().cpu().numpy(),
+        joints=out.joints.double().cpu().numpy(),
+        vertices=out.vertices.double().cpu().numpy(),
+        history=history,
+    )

@@ -1,0 +1,506 @@
+"""``handanno fit``: from a session folder to accepted hand fits and FreiHAND labels.
+
+Stages, each skipped where its outputs already exist (``force`` redoes them), so a user can
+bring their own keypoints or masks and an interrupted run resumes:
+
+1. detect      keypoints2d/<cam>/<frame>.json   (given | cpm | mediapipe)
+2. triangulate (in memory) robust DLT per frame; the fit's initialisation
+3. segment     masks/<cam>/<frame>.png          GrabCut seeded by the reprojected keypoints
+4. fit         fits/<frame>.json                batched MANO fit, keypoints then silhouettes;
+               masks made by this run are segmented again from the fitted mesh and the
+               frames are refitted
+5. export      labels/                          FreiHAND layout, accepted frames only
+
+``report.json`` in the session sums it up (per-frame quality, skipped frames with reasons,
+timings, and, for synthetic sessions with ``ground_truth/``, the accuracy).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from handanno.annotate import grabcut
+from handanno.annotate.fit_mano import FitInputs, FitResult, FitSettings, fit_batch, initial_pose
+from handanno.annotate.overlay import mesh_mask
+from handanno.annotate.session_io import (
+    Session,
+    fit_record,
+    json_float,
+    open_session,
+    read_fit,
+    read_mask,
+    read_session_keypoints,
+    write_keypoints_file,
+    write_mask,
+)
+from handanno.calibration.camera import CameraRig
+from handanno.calibration.triangulate import triangulate_robust
+from handanno.data.files_io import read_image, write_json
+from handanno.device import resolve_device
+from handanno.errors import HandannoError
+from handanno.models.hand_model_io import load_hand_model
+from handanno.models.mano import ManoLayer
+
+log = logging.getLogger(__name__)
+
+DETECTORS = ("given", "cpm", "mediapipe")
+
+
+@dataclass(frozen=True)
+class AcceptSettings:
+    """Thresholds that decide whether a frame's fit is accepted (all user-settable)."""
+
+    max_reproj_px: float = 8.0  # median over views of each view's median keypoint error
+    min_mask_iou: float = 0.6  # median over views with a mask
+    min_views: int = 2  # views with keypoints
+
+
+@dataclass(frozen=True)
+class PipelineSettings:
+    """Everything ``handanno fit`` needs."""
+
+    session: Path
+    model_dir: Path | None = None
+    hand: str = "right"
+    detector: str = "given"
+    detector_weights: Path | None = None
+    device: str = "auto"
+    silhouette: bool = True
+    export: bool = True
+    overlays: bool = False
+    frames: str | None = None
+    force: bool = False
+    batch_frames: int | None = None  # None: 64 on the CPU, 1024 on CUDA
+    min_keypoint_conf: float = 0.2
+    triangulation_max_px: float = 15.0
+    fit: FitSettings = field(default_factory=FitSettings)
+    accept: AcceptSettings = field(default_factory=AcceptSettings)
+    grabcut: grabcut.GrabCutSettings = field(default_factory=grabcut.GrabCutSettings)
+    progress: bool = True
+
+
+@dataclass(frozen=True)
+class PipelineReport:
+    """What a run did."""
+
+    frames_total: int
+    frames_fitted: int
+    frames_accepted: int
+    skipped: dict[str, str]
+    timings_s: dict[str, float]
+    labels_written: int
+    accuracy: dict | None
+    report_path: Path
+
+
+def _bar(it, settings: PipelineSettings, desc: str, total: int | None = None):
+    return tqdm(it, desc=desc, total=total, disable=not settings.progress, leave=False, unit="it")
+
+
+# ----------------------------------------------------------------------------------------
+# 1. detect
+# ----------------------------------------------------------------------------------------
+def run_detect(session: Session, settings: PipelineSettings) -> int:
+    """Write keypoints2d/ for every view that lacks it (or all with ``force``); return how many were written."""
+    if settings.detector not in DETECTORS:
+        raise HandannoError(f"--detector {settings.detector!r}: choose one of {', '.join(DETECTORS)}")
+    todo = [(c, f) for f in session.frames for c in session.cameras
+            if settings.force and settings.detector != "given" or not session.keypoints_path(c, f).is_file()]
+    if settings.detector == "given":
+        have = sum(session.keypoints_path(c, f).is_file() for f in session.frames for c in session.cameras)
+        if have == 0:
+            raise HandannoError(
+                f"{session.root / 'keypoints2d'}: no keypoint files for the selected frames; with --detector given "
+                "bring keypoints2d/<camera>/<frame>.json, or use --detector cpm --weights CKPT or --detector mediapipe"
+            )
+        if todo:
+            log.info("%d view(s) have no keypoint file: treated as views where the hand is not seen", len(todo))
+        return 0
+    detect = _make_detector(settings)
+    written = 0
+    for cam, frame in _bar(todo, settings, f"detect ({settings.detector})"):
+        image = read_image(session.images[(cam, frame)])
+        kp = detect(image)
+        if kp is not None:
+            write_keypoints_file(session.keypoints_path(cam, frame), kp, settings.detector)
+            written += 1
+    return written
+
+
+def _make_detector(settings: PipelineSettings) -> Callable[[np.ndarray], np.ndarray | None]:
+    if settings.detector == "mediapipe":
+        from handanno.annotate.detect_mediapipe import MediaPipeDetector
+
+        return MediaPipeDetector(hand=settings.hand)
+    if settings.detector_weights is None:
+        raise HandannoError("--detector cpm needs --weights CKPT (train one with `handanno train cpm`)")
+    from handanno.models.cpm_detector import CPMDetector
+
+    det = CPMDetector.from_checkpoint(settings.detector_weights, resolve_device(settings.device))
+
+    def run(image: np.ndarray) -> np.ndarray | None:
+        return det.detect([image], None)[0]
+
+    return run
+
+
+# ----------------------------------------------------------------------------------------
+# 2. triangulate
+# ----------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Triangulated:
+    """Per-frame robust triangulation of the keypoints."""
+
+    joints3d: np.ndarray  # (B, 21, 3) metres, NaN where unknown
+    inliers: np.ndarray  # (B, C, 21) bool
+    views_with_keypoints: np.ndarray  # (B,) int
+
+
+def run_triangulate(rig: CameraRig, kp: np.ndarray, settings: PipelineSettings) -> Triangulated:
+    """Robust DLT of ``(B, C, 21, 3)`` keypoints: all frames' keypoints in one vectorised call."""
+    B, C, J, _ = kp.shape
+    conf = np.where(kp[..., 2] >= settings.min_keypoint_conf, kp[..., 2], 0.0)  # (B, C, J)
+    uv = kp[..., :2].transpose(1, 0, 2, 3).reshape(C, B * J, 2)  # (C, B*J, 2)
+    cf = conf.transpose(1, 0, 2).reshape(C, B * J)  # (C, B*J)
+    res = triangulate_robust(uv, cf, rig, max_reproj_px=settings.triangulation_max_px)
+    joints = res.points.reshape(B, J, 3)
+    inl = res.inlier_mask.reshape(C, B, J).transpose(1, 0, 2)
+    views = (conf > 0).any(axis=2).sum(axis=1)
+    return Triangulated(joints, inl, views)
+
+
+# ----------------------------------------------------------------------------------------
+# 3. segment
+# ----------------------------------------------------------------------------------------
+def run_segment(
+    session: Session, frames: list[str], tri: Triangulated, kp: np.ndarray, settings: PipelineSettings
+) -> set[tuple[str, str]]:
+    """GrabCut every view whose mask is missing; seeds are the reprojected robust 3D keypoints.
+
+    Returns:
+        The ``(camera, frame)`` masks written by this run (only those are refined later).
+    """
+    made: set[tuple[str, str]] = set()
+    jobs = [(b, c) for b in range(len(frames)) for c in range(len(session.cameras))
+            if settings.force or not session.mask_path(session.cameras[c], frames[b]).is_file()]
+    for b, c in _bar(jobs, settings, "segment"):
+        cam = session.rig[c]
+        frame = frames[b]
+        seeds_kp = kp[b, c].copy()
+        known = np.all(np.isfinite(tri.joints3d[b]), axis=1)
+        if known.sum() >= 4:
+            uv = cam.project(tri.joints3d[b])
+            seeds_kp = np.concatenate([uv, known[:, None].astype(float)], axis=1)
+        elif (kp[b, c, :, 2] >= settings.min_keypoint_conf).sum() < 4:
+            continue
+        image = read_image(session.images[(cam.name, frame)])
+        mask = grabcut.segment_hand(image, keypoints=seeds_kp, settings=settings.grabcut)
+        if mask is None:
+            continue
+        write_mask(session.mask_path(cam.name, frame), mask)
+        made.add((cam.name, frame))
+    return made
+
+
+def resegment_from_fit(
+    session: Session, frames: list[str], vertices: np.ndarray, faces: np.ndarray,
+    owned: set[tuple[str, str]], settings: PipelineSettings,
+) -> int:
+    """Segment again the masks this run made, seeded by the fitted mesh's silhouette."""
+    n = 0
+    for b, frame in enumerate(frames):
+        for cam in session.rig:
+            if (cam.name, frame) not in owned:
+                continue
+            sil = mesh_mask(vertices[b], faces, cam)
+            image = read_image(session.images[(cam.name, frame)])
+            mask = grabcut.segment_hand(image, silhouette=sil, settings=settings.grabcut)
+            if mask is not None:
+                write_mask(session.mask_path(cam.name, frame), mask)
+                n += 1
+    return n
+
+
+# ----------------------------------------------------------------------------------------
+# 4. fit
+# ----------------------------------------------------------------------------------------
+def hand_boxes(vertices: np.ndarray, rig: CameraRig, scale: float) -> np.ndarray:
+    """Square integer boxes ``(B, C, 4)`` ``(x0, y0, side, side)`` around the projected mesh, image px."""
+    B = vertices.shape[0]
+    out = np.zeros((B, len(rig), 4))
+    for c, cam in enumerate(rig):
+        uv = cam.project(vertices)  # (B, V, 2)
+        lo, hi = uv.min(1), uv.max(1)
+        centre = (lo + hi) / 2
+        side = np.ceil(np.maximum(hi - lo, 1).max(1) * scale)
+        side = np.clip(side, 8, 4 * max(cam.image_size))
+        out[:, c, 0] = np.floor(centre[:, 0] - side / 2)
+        out[:, c, 1] = np.floor(centre[:, 1] - side / 2)
+        out[:, c, 2] = side
+        out[:, c, 3] = side
+    return out
+
+
+def crop_masks(masks: list[list[np.ndarray | None]], boxes: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Area-resample each ``(H, W)`` bool mask's box to ``(size, size)`` floats in [0, 1].
+
+    Returns:
+        ``crops (B, C, size, size)`` float32 and ``valid (B, C)`` bool.
+    """
+    B, C = boxes.shape[:2]
+    crops = np.zeros((B, C, size, size), np.float32)
+    valid = np.zeros((B, C), bool)
+    for b in range(B):
+        for c in range(C):
+            m = masks[b][c]
+            if m is None:
+                continue
+            x0, y0, side = (int(v) for v in boxes[b, c, :3])
+            h, w = m.shape
+            pad = np.zeros((side, side), np.float32)
+            sx0, sy0, sx1, sy1 = max(0, x0), max(0, y0), min(w, x0 + side), min(h, y0 + side)
+            if sx1 > sx0 and sy1 > sy0:
+                pad[sy0 - y0 : sy1 - y0, sx0 - x0 : sx1 - x0] = m[sy0:sy1, sx0:sx1]
+            crops[b, c] = cv2.resize(pad, (size, size), interpolation=cv2.INTER_AREA)
+            valid[b, c] = True
+    return crops, valid
+
+
+def _silhouette_renderer(faces: torch.Tensor, fit: FitSettings):
+    from handanno.annotate.render import SilhouetteSettings, render_silhouettes
+
+    rs = SilhouetteSettings(image_size=(fit.sil_size, fit.sil_size), sigma=fit.sil_sigma)
+
+    def render(vertices: torch.Tensor, cams: dict[str, torch.Tensor], boxes: torch.Tensor) -> torch.Tensor:
+        return render_silhouettes(vertices, faces, cams["K"], cams["dist"], cams["R"], cams["t"], rs, crop_box=boxes)
+
+    return render
+
+
+def frame_quality(
+    joints: np.ndarray, vertices: np.ndarray, faces: np.ndarray, rig: CameraRig, kp: np.ndarray,
+    masks: list[np.ndarray | None], settings: PipelineSettings,
+) -> dict:
+    """Per view reprojection error (median over confident keypoints, px) and mask IoU; accepted + reasons."""
+    acc = settings.accept
+    reproj: dict[str, float | None] = {}
+    iou: dict[str, float | None] = {}
+    for c, cam in enumerate(rig):
+        ok = kp[c, :, 2] >= settings.min_keypoint_conf
+        if ok.any():
+            err = np.linalg.norm(cam.project(joints)[ok] - kp[c, ok, :2], axis=1)
+            reproj[cam.name] = json_float(float(np.median(err)))
+        else:
+            reproj[cam.name] = None
+        if masks[c] is not None:
+            sil = mesh_mask(vertices, faces, cam)
+            union = (sil | masks[c]).sum()
+            iou[cam.name] = json_float(float((sil & masks[c]).sum() / union) if union else 0.0)
+        else:
+            iou[cam.name] = None
+    reasons = []
+    errs = [v for v in reproj.values() if v is not None]
+    if len(errs) < acc.min_views:
+        reasons.append(f"keypoints in {len(errs)} view(s), fewer than {acc.min_views}")
+    elif float(np.median(errs)) > acc.max_reproj_px:
+        reasons.append(f"median reprojection error {np.median(errs):.1f} px > {acc.max_reproj_px} px")
+    ious = [v for v in iou.values() if v is not None]
+    if ious and float(np.median(ious)) < acc.min_mask_iou:
+        reasons.append(f"median mask IoU {np.median(ious):.2f} < {acc.min_mask_iou}")
+    return {"reproj_err_px": reproj, "mask_iou": iou, "accepted": not reasons, "reasons": reasons}
+
+
+def _load_masks(session: Session, frames: list[str]) -> list[list[np.ndarray | None]]:
+    out = []
+    for f in frames:
+        row = []
+        for cam in session.rig:
+            p = session.mask_path(cam.name, f)
+            row.append(read_mask(p, cam.image_size) if p.is_file() else None)
+        out.append(row)
+    return out
+
+
+def _existing_betas(session: Session) -> np.ndarray | None:
+    fits = sorted((session.root / "fits").glob("*.json"))
+    if not fits:
+        return None
+    return np.mean([read_fit(p)["betas"] for p in fits[:50]], axis=0)
+
+
+def fit_frames(
+    layer: ManoLayer, session: Session, frames: list[str], kp: np.ndarray, tri: Triangulated,
+    owned_masks: set[tuple[str, str]], betas: np.ndarray | None, settings: PipelineSettings, device: torch.device,
+) -> tuple[FitResult, list[list[np.ndarray | None]]]:
+    """Fit one batch of frames (keypoints, then silhouettes; refit after re-segmentation)."""
+    rig = session.rig
+    cams = rig.tensors(device)
+    conf = np.where(kp[..., 2] >= settings.min_keypoint_conf, kp[..., 2], 0.0)
+    idx = np.array([session.frames.index(f) for f in frames])
+    neighbour = torch.as_tensor(np.diff(idx) == 1, device=device)
+    fs = settings.fit if betas is None else replace(settings.fit, fit_shape=False)
+    inputs = FitInputs(
+        uv_px=torch.as_tensor(kp[..., :2], dtype=torch.float32, device=device),
+        conf=torch.as_tensor(conf, dtype=torch.float32, device=device),
+        cams=cams,
+        joints3d=torch.as_tensor(tri.joints3d, dtype=torch.float32, device=device),
+        neighbour=neighbour,
+    )
+    init_pose, init_trans = initial_pose(layer, tri.joints3d, betas)
+    res = fit_batch(layer, inputs, replace(fs, iters_sil=0), init_pose, init_trans, betas)
+    masks = _load_masks(session, frames)
+    if not settings.silhouette or all(m is None for row in masks for m in row):
+        return res, masks
+    if owned_masks:
+        resegment_from_fit(session, frames, res.vertices, layer.faces.cpu().numpy(), owned_masks, settings)
+        masks = _load_masks(session, frames)
+    boxes = hand_boxes(res.vertices, rig, fs.sil_box_scale)
+    crops, valid = crop_masks(masks, boxes, fs.sil_size)
+    inputs = replace(
+        inputs,
+        masks=torch.as_tensor(crops, device=device),
+        mask_boxes=torch.as_tensor(boxes, dtype=torch.float32, device=device),
+        mask_valid=torch.as_tensor(valid, device=device),
+    )
+    refine = replace(fs, iters_3d=0, iters_2d=0, fit_shape=fs.fit_shape)
+    res = fit_batch(layer, inputs, refine, res.pose, res.trans, res.betas, _silhouette_renderer(layer.faces, fs))
+    return res, masks
+
+
+# ----------------------------------------------------------------------------------------
+# the whole run
+# ----------------------------------------------------------------------------------------
+def run_pipeline(settings: PipelineSettings) -> PipelineReport:
+    """Run detect → triangulate → segment → fit → export on a session folder."""
+    t_start = time.perf_counter()
+    timings: dict[str, float] = {}
+
+    def lap(name: str, t0: float) -> float:
+        now = time.perf_counter()
+        timings[name] = timings.get(name, 0.0) + now - t0
+        return now
+
+    if settings.hand not in ("right", "left"):
+        raise HandannoError(f"--hand {settings.hand!r}: choose right or left")
+    session = open_session(settings.session, settings.frames)
+    device = resolve_device(settings.device)
+    model = load_hand_model(settings.hand, settings.model_dir)
+    layer = ManoLayer(model).to(device)
+    t = lap("load", t_start)
+
+    run_detect(session, settings)
+    t = lap("detect", t)
+    kp_all = read_session_keypoints(session)
+    t = lap("read", t)
+
+    skipped: dict[str, str] = {}
+    todo: list[int] = []
+    for b, f in enumerate(session.frames):
+        conf = kp_all[b, :, :, 2] >= settings.min_keypoint_conf
+        views = int(conf.any(axis=1).sum())
+        if views == 0:
+            skipped[f] = "hand missing in every view (no confident keypoints)"
+        elif views < 2:
+            skipped[f] = f"keypoints in only {views} view; need at least two to triangulate"
+        elif settings.force or not session.fit_path(f).is_file():
+            todo.append(b)
+    for f, why in skipped.items():
+        log.warning("frame %s skipped: %s", f, why)
+
+    betas = None if settings.force else _existing_betas(session)
+    batch = settings.batch_frames or (1024 if device.type == "cuda" else 64)
+    fitted = 0
+    faces_np = layer.faces.cpu().numpy()
+    for start in _bar(range(0, len(todo), batch), settings, "fit", total=(len(todo) + batch - 1) // batch):
+        sel = todo[start : start + batch]
+        frames = [session.frames[b] for b in sel]
+        kp = kp_all[sel]
+        tri = run_triangulate(session.rig, kp, settings)
+        t = lap("triangulate", t)
+        owned = run_segment(session, frames, tri, kp, settings) if settings.silhouette else set()
+        t = lap("segment", t)
+        res, masks = fit_frames(layer, session, frames, kp, tri, owned, betas, settings, device)
+        t = lap("fit", t)
+        if betas is None:
+            betas = res.betas
+        for i, f in enumerate(frames):
+            q = frame_quality(res.joints[i], res.vertices[i], faces_np, session.rig, kp[i], masks[i], settings)
+            rec = fit_record(settings.hand, model.name, res.pose[i], res.betas, res.trans[i], res.joints[i], q)
+            write_json(session.fit_path(f), rec)
+            fitted += 1
+        t = lap("quality+write", t)
+
+    labels_written = 0
+    if settings.export and (fitted or settings.force or not (session.root / "labels" / "index.json").is_file()):
+        from handanno.annotate.export_freihand import export_session
+
+        labels_written = export_session(session, layer, source="fits", progress=settings.progress)
+        t = lap("export", t)
+    if settings.overlays:
+        from handanno.annotate.export_overlays import write_overlays
+
+        write_overlays(session, layer, progress=settings.progress)
+        t = lap("overlays", t)
+
+    accuracy = evaluate_against_ground_truth(session, layer) if (session.root / "ground_truth").is_dir() else None
+    fits = {f: read_fit(session.fit_path(f)) for f in session.frames if session.fit_path(f).is_file()}
+    accepted = sum(bool(d.get("quality", {}).get("accepted")) for d in fits.values())
+    for f, d in fits.items():
+        for why in d.get("quality", {}).get("reasons", []):
+            log.warning("frame %s not accepted: %s", f, why)
+    timings["total"] = time.perf_counter() - t_start
+    report_path = session.root / "report.json"
+    report = PipelineReport(
+        frames_total=len(session.frames), frames_fitted=fitted, frames_accepted=accepted, skipped=skipped,
+        timings_s={k: round(v, 3) for k, v in timings.items()}, labels_written=labels_written,
+        accuracy=accuracy, report_path=report_path,
+    )
+    write_json(report_path, {**asdict(report), "report_path": str(report_path), "session_notes": list(session.skipped),
+                             "settings": _settings_dict(settings)}, indent=1)
+    return report
+
+
+def _settings_dict(settings: PipelineSettings) -> dict:
+    d = asdict(settings)
+    return {k: (str(v) if isinstance(v, Path) else v) for k, v in d.items()}
+
+
+def evaluate_against_ground_truth(session: Session, layer: ManoLayer) -> dict | None:
+    """MPJPE / MPVPE / PA-MPJPE / PA-MPVPE (mm) of fits/ against ground_truth/ over frames that have both."""
+    from handanno.data import metrics
+
+    pairs = [(session.fit_path(f), session.fit_path(f, "ground_truth")) for f in session.frames]
+    pairs = [(a, b) for a, b in pairs if a.is_file() and b.is_file()]
+    if not pairs:
+        return None
+    fit = [read_fit(a) for a, _ in pairs]
+    gt = [read_fit(b) for _, b in pairs]
+    dev = layer.faces.device
+
+    def verts(recs):
+        pose = torch.as_tensor(np.stack([r["pose"] for r in recs]), dtype=torch.float32, device=dev)
+        betas = torch.as_tensor(np.stack([r["betas"] for r in recs]), dtype=torch.float32, device=dev)
+        trans = torch.as_tensor(np.stack([r["trans"] for r in recs]), dtype=torch.float32, device=dev)
+        with torch.no_grad():
+            out = layer(pose, betas, trans)
+        return out.joints.double().cpu().numpy(), out.vertices.double().cpu().numpy()
+
+    jf, vf = verts(fit)
+    jg, vg = verts(gt)
+    return {
+        "frames": len(pairs),
+        "mpjpe_mm": float(metrics.mpjpe(jf, jg)),
+        "mpvpe_mm": float(metrics.mpvpe(vf, vg)),
+        "pa_mpjpe_mm": float(metrics.pa_mpjpe(jf, jg)),
+        "pa_mpvpe_mm": float(metrics.pa_mpvpe(vf, vg)),
+        "accepted": int(sum(bool(r.get("quality", {}).get("accepted")) for r in fit)),
+    }

@@ -1,0 +1,249 @@
+"""The session folder (DESIGN.md): discovery, validation, and reading/writing its per-stage files.
+
+Layout::
+
+    DIR/rig.json
+    DIR/images/<cam>/<frame>.jpg|png
+    DIR/keypoints2d/<cam>/<frame>.json   {"keypoints": [[u, v, conf] x 21], "source": "..."}
+    DIR/masks/<cam>/<frame>.png          uint8, 0 background, 255 hand
+    DIR/fits/<frame>.json
+    DIR/ground_truth/<frame>.json        synthetic sessions only
+    DIR/masks_gt/<cam>/<frame>.png       synthetic sessions only
+
+Every error names the file, camera or frame and says what to do.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from handanno.calibration.camera import CameraRig, natural_key
+from handanno.calibration.rig_io import read_rig
+from handanno.data.conventions import NUM_JOINTS
+from handanno.data.files_io import read_image, read_json, write_image, write_json
+from handanno.errors import HandannoError
+
+log = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
+
+
+@dataclass(frozen=True)
+class Session:
+    """A validated session folder.
+
+    Attributes:
+        root: the folder.
+        rig: the cameras of ``rig.json`` that have an image folder, in natural order.
+        frames: frame stems present in every camera, in natural order.
+        images: ``{(camera, frame): path}``.
+        skipped: human-readable notes on what was left out (cameras without images,
+            frames missing in some camera).
+    """
+
+    root: Path
+    rig: CameraRig
+    frames: tuple[str, ...]
+    images: dict[tuple[str, str], Path]
+    skipped: tuple[str, ...] = ()
+
+    @property
+    def cameras(self) -> list[str]:
+        """Camera names in rig order."""
+        return self.rig.names
+
+    def path(self, *parts: str) -> Path:
+        """A path inside the session."""
+        return self.root.joinpath(*parts)
+
+    def keypoints_path(self, camera: str, frame: str) -> Path:
+        """``keypoints2d/<cam>/<frame>.json``."""
+        return self.root / "keypoints2d" / camera / f"{frame}.json"
+
+    def mask_path(self, camera: str, frame: str, folder: str = "masks") -> Path:
+        """``masks/<cam>/<frame>.png`` (or ``masks_gt``)."""
+        return self.root / folder / camera / f"{frame}.png"
+
+    def fit_path(self, frame: str, folder: str = "fits") -> Path:
+        """``fits/<frame>.json`` (or ``ground_truth``)."""
+        return self.root / folder / f"{frame}.json"
+
+
+def parse_frame_range(spec: str | None, frames: tuple[str, ...]) -> tuple[str, ...]:
+    """Select frames by a Python-style slice over their order, e.g. ``"0:100"``, ``"10:"``, ``"::5"``.
+
+    One index (``"7"``, ``"-1"``) selects one frame. An empty selection, or a step of 0,
+    is an error.
+
+    Example:
+        >>> parse_frame_range("1:3", ("a", "b", "c", "d"))
+        ('b', 'c')
+    """
+    if not spec:
+        return frames
+    parts = spec.split(":")
+    if len(parts) > 3 or not all(re.fullmatch(r"\s*(-?\d+)?\s*", p) for p in parts):
+        raise HandannoError(f"--frames {spec!r}: expected a slice such as 0:100, 10: or ::5")
+    idx = [int(p) if p.strip() else None for p in parts]
+    if len(idx) == 3 and idx[2] == 0:
+        raise HandannoError(f"--frames {spec!r}: the step must not be 0")
+    if len(idx) == 1:
+        if idx[0] is None:
+            return frames
+        selected = frames[idx[0] : idx[0] + 1 or None]  # "-1" is the last frame
+    else:
+        selected = frames[slice(*idx)]
+    if not selected:
+        raise HandannoError(f"--frames {spec!r} selects none of the {len(frames)} frames")
+    return selected
+
+
+def open_session(root: str | Path, frames: str | None = None) -> Session:
+    """Read ``rig.json`` and index the images; warn about what cannot be used.
+
+    A rig camera with no image folder (or an empty one) is left out with a warning; a frame
+    missing in some camera is left out with a warning naming the frame and the cameras;
+    hidden files (names starting with ".") are ignored; fewer than two usable cameras or
+    no common frame is an error.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise HandannoError(f"session folder {root} does not exist")
+    rig_path = root / "rig.json"
+    if not rig_path.is_file():
+        raise HandannoError(f"{rig_path} not found: a session needs its rig (make one with `handanno calibrate`)")
+    rig = read_rig(rig_path)
+    img_root = root / "images"
+    if not img_root.is_dir():
+        raise HandannoError(f"{img_root} not found: put each camera's images in images/<camera>/<frame>.png")
+    skipped: list[str] = []
+    per_cam: dict[str, dict[str, Path]] = {}
+    for cam in rig.names:
+        folder = img_root / cam
+        if not folder.is_dir():
+            msg = f"camera {cam} is in rig.json but has no image folder {folder}; it is left out"
+            log.warning(msg)
+            skipped.append(msg)
+            continue
+        # hidden files (".000.x1y2.tmp.png" left by an interrupted atomic write, macOS "._000.jpg") are not frames
+        files = {p.stem: p for p in sorted(folder.iterdir())
+                 if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")}
+        if not files:
+            msg = f"camera {cam}: its image folder {folder} has no images; it is left out"
+            log.warning(msg)
+            skipped.append(msg)
+            continue
+        per_cam[cam] = files
+    extra = sorted({p.name for p in img_root.iterdir() if p.is_dir()} - set(rig.names), key=natural_key)
+    for cam in extra:
+        msg = f"images/{cam} has no camera in rig.json; it is left out"
+        log.warning(msg)
+        skipped.append(msg)
+    if len(per_cam) < 2:
+        raise HandannoError(f"{root}: fewer than two cameras have images ({', '.join(per_cam) or 'none'}); need at least two")
+    all_frames = set().union(*[set(f) for f in per_cam.values()])
+    common = set.intersection(*[set(f) for f in per_cam.values()])
+    for frame in sorted(all_frames - common, key=natural_key):
+        missing = [c for c, f in per_cam.items() if frame not in f]
+        msg = f"frame {frame} is missing in camera(s) {', '.join(missing)}; it is left out"
+        log.warning(msg)
+        skipped.append(msg)
+    ordered = tuple(sorted(common, key=natural_key))
+    if not ordered:
+        raise HandannoError(f"{img_root}: no frame stem is present in every camera")
+    selected = parse_frame_range(frames, ordered)
+    images = {(c, f): per_cam[c][f] for c in per_cam for f in selected}
+    return Session(root=root, rig=rig.subset(list(per_cam)), frames=selected, images=images, skipped=tuple(skipped))
+
+
+def read_keypoints_file(path: Path) -> np.ndarray:
+    """``(21, 3)`` ``[u, v, conf]`` from a keypoint file; errors name the file."""
+    d = read_json(path)
+    kp = d.get("keypoints") if isinstance(d, dict) else None
+    try:
+        arr = np.asarray(kp, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise HandannoError(f"{path}: 'keypoints' must be 21 rows of [u, v, conf] numbers ({exc})") from exc
+    if arr.shape != (NUM_JOINTS, 3):
+        raise HandannoError(f"{path}: 'keypoints' must be 21 rows of [u, v, conf], got shape {arr.shape}")
+    if not np.all(np.isfinite(arr)):
+        rows = sorted({int(i) for i in np.nonzero(~np.isfinite(arr))[0]})
+        raise HandannoError(
+            f"{path}: keypoint(s) {rows} have NaN or inf values; mark a missing keypoint with conf 0 instead"
+        )
+    if np.any(arr[:, 2] < 0) or np.any(arr[:, 2] > 1):
+        raise HandannoError(f"{path}: confidences must lie in [0, 1]")
+    return arr
+
+
+def write_keypoints_file(path: Path, keypoints: np.ndarray, source: str) -> None:
+    """Write ``(21, 3)`` ``[u, v, conf]`` atomically."""
+    kp = np.asarray(keypoints, dtype=np.float64)
+    if kp.shape != (NUM_JOINTS, 3):
+        raise HandannoError(f"{path}: refusing to write keypoints of shape {kp.shape}, need (21, 3)")
+    kp = np.where(np.isfinite(kp), kp, 0.0)
+    write_json(path, {"keypoints": [[round(float(v), 4) for v in row] for row in kp], "source": source})
+
+
+def read_session_keypoints(session: Session, frames: tuple[str, ...] | None = None) -> np.ndarray:
+    """``(B, C, 21, 3)`` keypoints of every view; views without a file have conf 0 everywhere."""
+    frames = session.frames if frames is None else frames
+    out = np.zeros((len(frames), len(session.cameras), NUM_JOINTS, 3))
+    for b, f in enumerate(frames):
+        for c, cam in enumerate(session.cameras):
+            p = session.keypoints_path(cam, f)
+            if p.is_file():
+                out[b, c] = read_keypoints_file(p)
+    return out
+
+
+def read_mask(path: Path, image_size: tuple[int, int] | None = None) -> np.ndarray:
+    """``(H, W)`` bool mask (pixel > 127 is hand); errors name the file and the size mismatch."""
+    m = read_image(path, grey=True)
+    if image_size is not None and (m.shape[1], m.shape[0]) != tuple(image_size):
+        raise HandannoError(f"{path}: mask is {m.shape[1]}x{m.shape[0]}, the camera's images are {image_size[0]}x{image_size[1]}")
+    return m > 127
+
+
+def write_mask(path: Path, mask: np.ndarray) -> None:
+    """Write a bool ``(H, W)`` mask as uint8 0/255 PNG, atomically."""
+    write_image(path, (np.asarray(mask) > 0).astype(np.uint8) * 255)
+
+
+def fit_record(
+    hand: str, model: str, pose: np.ndarray, betas: np.ndarray, trans: np.ndarray, joints: np.ndarray, quality: dict
+) -> dict:
+    """A ``fits/<frame>.json`` record (same keys as ground_truth/)."""
+    def r(a: np.ndarray, nd: int = 7) -> list:
+        return np.round(np.asarray(a, np.float64), nd).tolist()
+
+    return {"hand": hand, "model": model, "pose": r(pose), "betas": r(betas), "trans": r(trans),
+            "joints": r(joints), "quality": quality}
+
+
+def read_fit(path: Path) -> dict:
+    """Read a fit or ground-truth record, checking keys and shapes; errors name the file."""
+    d = read_json(path)
+    need = {"hand": None, "pose": (48,), "betas": (10,), "trans": (3,), "joints": (NUM_JOINTS, 3)}
+    for key, shape in need.items():
+        if not isinstance(d, dict) or key not in d:
+            raise HandannoError(f"{path}: missing key {key!r}")
+        if shape is not None:
+            arr = np.asarray(d[key], dtype=np.float64)
+            if arr.shape != shape or not np.all(np.isfinite(arr)):
+                raise HandannoError(f"{path}: {key!r} must be finite with shape {shape}, got {arr.shape}")
+            d[key] = arr
+    if d["hand"] not in ("right", "left"):
+        raise HandannoError(f"{path}: 'hand' must be 'right' or 'left', got {d['hand']!r}")
+    return d
+
+
+def json_float(x: float) -> float | None:
+    """A float for JSON: NaN/inf become None."""
+    return None if x is None or not math.isfinite(x) else round(float(x), 4)
