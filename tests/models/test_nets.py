@@ -1,0 +1,157 @@
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from handanno.data import augment as aug
+from handanno.data.datasets import DataConfig, HandCropDataset
+from handanno.data.freihand import recover_root
+from handanno.errors import HandannoError
+from handanno.models.mano import ManoLayer
+from handanno.models.nets import make_task
+from handanno.models.nets.cpm import CPM, CPMConfig
+from handanno.models.nets.lift import (
+    Lift,
+    LiftConfig,
+    canonical_frame,
+    flip_left,
+    normalise_root_relative,
+    rotation_from_axis_angle,
+)
+from handanno.models.nets.mano_regressor import ManoRegressor, ManoRegressorConfig, root_from_uv_scale
+from handanno.models.nets.unet import UNet, UNetConfig
+from handanno.models.toy_labels_io import make_toy_labels, toy_hand_model
+
+# Tiny versions of each model: same topology, few channels, small crops (tests run on 2 CPU cores).
+TINY = {
+    "cpm": dict(width=0.125, crop_size=64),
+    "unet": dict(base_channels=16, crop_size=32, depth=2),
+    "lift": dict(width=0.125, uv_noise_px=0.0, dropout_prior=0.0, dropout_viewpoint=0.0),
+    "mano": dict(width=8, crop_size=64, hidden=64),
+}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """One intra-op thread: on a shared 2-core machine two threads contend and run several times slower."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+@pytest.fixture(scope="module")
+def labels8(tmp_path_factory):
+    return make_toy_labels(tmp_path_factory.mktemp("toy8"), 8, image_size=96, seed=3, hand_model=toy_hand_model())
+
+
+@pytest.fixture(scope="module")
+def hand_layers():
+    return {s: ManoLayer(toy_hand_model(s)) for s in ("right", "left")}
+
+
+def test_output_shapes():
+    x = torch.randn(2, 3, 64, 64)
+    maps = CPM(CPMConfig(width=0.125, crop_size=64))(x)
+    assert len(maps) == 3 and all(m.shape == (2, 21, 8, 8) for m in maps)  # stride 8, three stages
+    assert CPM(CPMConfig(width=0.125, crop_size=64, num_stages=1, batch_norm=False))(x)[0].shape == (2, 21, 8, 8)
+    assert UNet(UNetConfig(base_channels=8, crop_size=64, depth=3))(x).shape == (2, 21, 64, 64)
+    out = Lift(LiftConfig(width=0.125))(torch.rand(2, 21, 32, 32), torch.tensor([[1.0, 0.0], [0.0, 1.0]]))
+    assert out.coords_can.shape == (2, 21, 3) and out.rot.shape == (2, 3, 3)
+    reg = ManoRegressor(ManoRegressorConfig(width=8, crop_size=64, hidden=16))
+    raw = reg(x)
+    assert raw.shape == (2, 61)
+    dec = reg.decode(raw)
+    # zero-initialised head: mean pose, centred root, the reference scale
+    assert torch.allclose(dec.uv_root, torch.full((2, 2), 31.5)) and torch.allclose(dec.scale, torch.full((2,), 256.0))
+    with pytest.raises(HandannoError, match="image must have shape"):
+        CPM(CPMConfig(width=0.125))(torch.randn(2, 3, 64, 32))
+
+
+def test_full_size_layer_counts_follow_hand3d():
+    convs = [m for m in CPM(CPMConfig(batch_norm=False)).modules() if isinstance(m, torch.nn.Conv2d)]
+    # encoder 2+2+4+2 + conv4_3..4_7 (5) = 15, stage 1: 2, stages 2-3: 7 each
+    assert len(convs) == 15 + 2 + 7 + 7
+    assert [c.out_channels for c in convs[:15]] == [64] * 2 + [128] * 2 + [256] * 4 + [512] * 2 + [256] * 4 + [128]
+    assert convs[17].kernel_size == (7, 7) and convs[17].in_channels == 128 + 21
+    lift = Lift(LiftConfig())
+    fcs = [m.out_features for m in lift.pose_prior.fc if isinstance(m, torch.nn.Linear)]
+    assert fcs == [512, 512, 63] and lift.pose_prior.fc[0].in_features == 128 * 4 * 4 + 2
+    assert [m.out_features for m in lift.viewpoint.fc if isinstance(m, torch.nn.Linear)] == [256, 128, 3]
+
+
+def test_rotation_from_axis_angle_matches_opencv():
+    u = torch.tensor([[0.3, -1.2, 0.5], [0.0, 0.0, 0.0], [2.0, 1.0, -1.0]], dtype=torch.float64)
+    R = rotation_from_axis_angle(u)
+    for i in range(3):
+        ref, _ = cv2.Rodrigues(u[i].numpy().reshape(3, 1))
+        assert np.allclose(R[i].numpy(), ref, atol=1e-7)
+
+
+def test_convention_canonical_frame():
+    rng = np.random.default_rng(0)
+    xyz = torch.tensor(rng.normal(0, 0.05, (4, 21, 3)) + [0, 0, 0.5], dtype=torch.float64)
+    rel, bone = normalise_root_relative(xyz)
+    assert torch.allclose((rel[:, 9] - rel[:, 10]).norm(dim=-1), torch.ones(4, dtype=torch.float64))
+    assert torch.allclose(bone, (xyz[:, 9] - xyz[:, 10]).norm(dim=-1))
+    can, R = canonical_frame(rel)
+    assert torch.allclose(can @ R, rel, atol=1e-12)  # rel = can @ R (row vectors)
+    assert torch.allclose(R @ R.transpose(1, 2), torch.eye(3, dtype=torch.float64).expand(4, 3, 3), atol=1e-12)
+    assert torch.allclose(torch.linalg.det(R), torch.ones(4, dtype=torch.float64))
+    assert torch.allclose(can[:, 9, [0, 2]], torch.zeros(4, 2, dtype=torch.float64), atol=1e-12)
+    assert (can[:, 9, 1] > 0).all()  # middle MCP on +y
+    assert torch.allclose(can[:, 17, 2], torch.zeros(4, dtype=torch.float64), atol=1e-12) and (can[:, 17, 0] > 0).all()
+    # a mirrored (left) hand has the same canonical shape once z is flipped back
+    can_l, R_l = canonical_frame(rel * torch.tensor([-1.0, 1.0, 1.0], dtype=torch.float64))
+    assert torch.allclose(flip_left(can_l, torch.ones(4, dtype=torch.bool)), can, atol=1e-12)
+    assert torch.allclose(torch.linalg.det(R_l), torch.ones(4, dtype=torch.float64))
+
+
+def test_root_from_uv_scale_matches_freihand_recipe():
+    K = torch.tensor([[[480.0, 0, 110], [0, 470.0, 115], [0, 0, 1]]], dtype=torch.float64)
+    uv, s = torch.tensor([[130.0, 90.0]], dtype=torch.float64), torch.tensor([900.0], dtype=torch.float64)
+    assert np.allclose(root_from_uv_scale(uv, s, K).numpy(), recover_root(uv.numpy(), s.numpy(), K.numpy()))
+
+
+@pytest.mark.parametrize(("kind", "steps", "lr"), [("cpm", 60, 5e-3), ("unet", 90, 5e-3), ("lift", 80, 3e-3),
+                                                   ("mano", 40, 3e-3)])  # fmt: skip
+def test_overfits_eight_samples(kind, steps, lr, labels8, hand_layers):
+    """Full-batch Adam on 8 fixed samples: the training loss falls by at least 90 %."""
+    torch.manual_seed(0)
+    task = make_task(kind, TINY[kind], **({"hand_layers": hand_layers} if kind == "mano" else {}))
+    ds = HandCropDataset([labels8], task.data_config(DataConfig(augment=aug.AugmentConfig(enabled=False))), train=False)
+    batch = torch.utils.data.default_collate([ds[i] for i in range(8)])
+    opt = torch.optim.Adam(task.model.parameters(), lr=lr)
+    task.model.train()
+    losses = []
+    for _ in range(steps):
+        loss, _ = task.loss(task.forward(task.model, batch, train=True), batch)
+        losses.append(float(loss.detach()))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert min(losses[-3:]) <= 0.1 * losses[0], f"{kind}: loss {losses[0]:.4g} -> {losses[-1]:.4g}"
+
+
+def test_task_factory_rejects_unknown_input():
+    with pytest.raises(HandannoError, match="unknown model type"):
+        make_task("resnet")
+    with pytest.raises(HandannoError, match="does not fit a cpm model"):
+        make_task("cpm", {"depth": 3})
+    with pytest.raises(HandannoError, match="unknown backbone"):
+        ManoRegressor(ManoRegressorConfig(backbone="vgg"))
+
+
+def test_backbone_weights_from_a_local_file(tmp_path):
+    src = ManoRegressor(ManoRegressorConfig(width=8, crop_size=64, hidden=16))
+    state = {k: v for k, v in src.backbone.state_dict().items()}
+    state["fc.weight"] = torch.zeros(1000, 64)  # an ImageNet-style classifier head is ignored
+    torch.save(state, tmp_path / "resnet18.pth")
+    dst = ManoRegressor(
+        ManoRegressorConfig(width=8, crop_size=64, hidden=16, backbone_weights=str(tmp_path / "resnet18.pth"))
+    )
+    for k, v in src.backbone.state_dict().items():
+        assert torch.equal(dst.backbone.state_dict()[k], v), k
+    torch.save({"conv1.weight": torch.zeros(3)}, tmp_path / "bad.pth")
+    with pytest.raises(HandannoError, match="bad.pth"):
+        ManoRegressor(ManoRegressorConfig(width=8, crop_size=64, hidden=16, backbone_weights=str(tmp_path / "bad.pth")))

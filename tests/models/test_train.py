@@ -1,0 +1,218 @@
+import csv
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from handanno.cli import main as cli
+from handanno.data.augment import AugmentConfig
+from handanno.data.datasets import DataConfig
+from handanno.errors import HandannoError
+from handanno.models.cpm_detector import CPMDetector
+from handanno.models.evaluate import EvalConfig, evaluate
+from handanno.models.mano import ManoLayer
+from handanno.models.nets import make_task
+from handanno.models.toy_labels_io import make_toy_labels, toy_hand_model
+from handanno.models.train import TrainConfig, load_checkpoint, load_task, main, train_config_from_dict
+
+TINY_UNET = ["--set", "crop_size=32", "--set", "base_channels=8", "--set", "depth=2"]
+TINY_CPM = {"width": 0.0625, "crop_size": 32}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+@pytest.fixture(scope="module")
+def labels(tmp_path_factory):
+    return make_toy_labels(tmp_path_factory.mktemp("labels"), 12, image_size=64, seed=5)
+
+
+@pytest.fixture(scope="module")
+def cpm_run(tmp_path_factory, labels):
+    """One short CPM run shared by the checkpoint tests: 2 epochs of 3 steps."""
+    out = tmp_path_factory.mktemp("cpm_run")
+    cfg = TrainConfig(model="cpm", labels=(str(labels),), out=str(out), epochs=2, batch_size=4, workers=0,
+                      val_fraction=0.25, model_config=TINY_CPM, plots=False, log_every=1)  # fmt: skip
+    return cfg, main(cfg)
+
+
+def test_cli_train_then_eval_unet(labels, tmp_path):
+    """The CLI end to end on the CPU: handanno train unet, then handanno eval, with plots and logs."""
+    t0 = time.perf_counter()
+    runner = CliRunner()
+    out = tmp_path / "run"
+    res = runner.invoke(cli, ["train", "unet", "--labels", str(labels), "--out", str(out), "--epochs", "2",
+                              "--batch-size", "4", "--workers", "0", "--device", "cpu", *TINY_UNET])  # fmt: skip
+    assert res.exit_code == 0, res.output + repr(res.exception)
+    assert "trained unet: 2 epochs" in res.output
+    for name in ("args.yaml", "last.pt", "best.pt", "log.csv", "steps.csv", "loss.png", "pck.png", "predictions.png"):
+        assert (out / name).is_file(), name
+    assert "crop_size: 32" in (out / "args.yaml").read_text()
+    with open(out / "log.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["epoch"] for r in rows] == ["1", "2"] and "val_pck@0.2" in rows[0]
+    res = runner.invoke(cli, ["eval", "unet", "--weights", str(out / "best.pt"), "--labels", str(labels),
+                              "--device", "cpu", "--out", str(tmp_path / "m.json")])  # fmt: skip
+    assert res.exit_code == 0, res.output + repr(res.exception)
+    assert "PCK@0.2" in res.output and "larger side of the ground-truth keypoints' bounding box" in res.output
+    metrics = json.loads((tmp_path / "m.json").read_text())
+    assert metrics["num_samples"] == 12 and metrics["model"] == "unet"
+    assert 0.0 <= metrics["pck@0.2"] <= 1.0 and metrics["epe_px"] > 0 and 0.0 <= metrics["auc_2d"] <= 1.0
+    assert metrics["pck_normaliser"].startswith("larger side")
+    assert time.perf_counter() - t0 < 120.0
+
+
+def test_checkpoint_reloads_to_identical_outputs(cpm_run):
+    cfg, result = cpm_run
+    task, ckpt = load_task(result.last_checkpoint, "cpu", expected_kind="cpm")
+    assert ckpt["kind"] == "cpm" and ckpt["model_config"]["width"] == TINY_CPM["width"]
+    assert ckpt["step"] == result.steps == 4 and ckpt["epoch"] == 2  # 9 training samples, batch 4, drop_last
+    assert set(ckpt["optimizer"]["state"])  # optimizer state travels with the model
+    assert train_config_from_dict(ckpt["train_config"]).data == cfg.data
+    again, _ = load_task(result.last_checkpoint, "cpu")
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert all(torch.equal(a, b) for a, b in zip(task.model(x), again.model(x), strict=True))
+    fresh = make_task("cpm", ckpt["model_config"])
+    fresh.model.load_state_dict(ckpt["model"])
+    fresh.model.eval()
+    with torch.no_grad():
+        assert torch.equal(fresh.model(x)[-1], task.model(x)[-1])
+
+
+def test_resume_continues_the_step_count(cpm_run, tmp_path):
+    cfg, first = cpm_run
+    out = tmp_path / "resumed"
+    shutil.copytree(first.out, out)
+    cfg2 = TrainConfig(**{**cfg.__dict__, "out": str(out), "epochs": 3, "resume": True})
+    result = main(cfg2)
+    assert result.epochs_run == 3 and result.steps == first.steps + 2
+    assert [r["epoch"] for r in result.history] == [1, 2, 3]
+    with open(out / "steps.csv") as f:
+        steps = [int(r["step"]) for r in csv.DictReader(f)]
+    assert steps == list(range(1, result.steps + 1))  # one row per step (log_every=1), appended on resume
+    # resuming a finished run does nothing more
+    assert main(cfg2).steps == result.steps
+
+
+def test_early_stopping(labels, tmp_path):
+    # lr = 0: the validation metric never improves after the first epoch, so patience 1 stops at epoch 2.
+    cfg = TrainConfig(model="cpm", labels=(str(labels),), out=str(tmp_path), epochs=6, batch_size=6, workers=0, lr=0.0,
+                      patience=1, model_config=TINY_CPM, plots=False, val_fraction=0.25)  # fmt: skip
+    result = main(cfg)
+    assert result.stopped_early and result.epochs_run == 2
+    assert result.best_checkpoint is not None and load_checkpoint(result.best_checkpoint)["epoch"] == 1
+
+
+def test_bad_checkpoints_are_clear_errors(cpm_run, tmp_path, labels):
+    _, result = cpm_run
+    with pytest.raises(HandannoError, match="'cpm' checkpoint, but a unet model was asked for"):
+        load_task(result.last_checkpoint, expected_kind="unet")
+    res = CliRunner().invoke(cli, ["eval", "lift", "--weights", str(result.last_checkpoint), "--labels", str(labels)])
+    assert res.exit_code == 2 and "'cpm' checkpoint, but a lift model" in res.output
+    broken = tmp_path / "broken.pt"
+    broken.write_bytes(result.last_checkpoint.read_bytes()[:2000])
+    with pytest.raises(HandannoError, match="not a readable checkpoint"):
+        load_checkpoint(broken)
+    other = tmp_path / "other.pt"
+    torch.save({"weights": torch.zeros(3)}, other)
+    with pytest.raises(HandannoError, match="not a handanno checkpoint"):
+        load_checkpoint(other)
+    with pytest.raises(HandannoError, match="checkpoint not found"):
+        load_checkpoint(tmp_path / "nope.pt")
+
+
+def test_detector_returns_full_image_pixels(cpm_run, labels):
+    """Shifting the image and its box shifts the keypoints by the same amount; conf comes from the peaks."""
+    _, result = cpm_run
+    det = CPMDetector.from_checkpoint(result.last_checkpoint, "cpu")
+    img = cv2.imread(str(labels / "training" / "rgb" / "00000000.jpg"))
+    big = np.zeros((150, 200, 3), np.uint8)
+    big[40:104, 70:134] = img
+    box = np.array([[22.0, 21.0, 42.0, 40.0]])  # its padded crop stays inside the 64x64 image
+    kp = det.detect([img, big], np.concatenate([box, box + [70, 40, 70, 40]]))
+    assert kp.shape == (2, 21, 3)
+    assert np.allclose(kp[1, :, :2], kp[0, :, :2] + [70, 40], atol=1e-3)
+    assert np.allclose(kp[0, :, 2], kp[1, :, 2], atol=1e-4) and (kp[:, :, 2] >= 0).all() and (kp[:, :, 2] <= 1).all()
+    whole = det.detect([img])
+    assert whole.shape == (1, 21, 3)
+    with pytest.raises(HandannoError, match="boxes"):
+        det.detect([img], np.zeros((2, 4)))
+
+
+def test_mano_and_lift_train_and_evaluate(tmp_path):
+    """The 3D models through main() and evaluate(): metrics with the right names and units."""
+    model = toy_hand_model()
+    labels = make_toy_labels(tmp_path / "mano_labels", 6, image_size=64, seed=7, hand_model=model)
+    layers = {s: ManoLayer(toy_hand_model(s)) for s in ("right", "left")}
+    cfg = TrainConfig(model="mano", labels=(str(labels),), out=str(tmp_path / "mano"), epochs=1, batch_size=3,
+                      workers=0, model_config={"width": 8, "crop_size": 32, "hidden": 16}, val_fraction=0.34,
+                      data=DataConfig(augment=AugmentConfig(bg_prob=0.0)))  # fmt: skip
+    task = make_task("mano", cfg.model_config, hand_layers=layers)
+    result = main(cfg, task=task)
+    assert (tmp_path / "mano" / "predictions.png").is_file()
+    m = evaluate(EvalConfig(weights=str(result.last_checkpoint), labels=(str(labels),), device="cpu"),
+                 hand_layers=layers)  # fmt: skip
+    for key in ("mpjpe_mm", "pa_mpjpe_mm", "rr_mpjpe_mm", "pa_mpvpe_mm", "f5", "pck@0.2", "epe_px"):
+        assert np.isfinite(m[key]), key
+    assert Path(m["json"]).is_file()
+
+    cfg = TrainConfig(model="lift", labels=(str(labels),), out=str(tmp_path / "lift"), epochs=1, batch_size=3,
+                      workers=0, model_config={"width": 0.125})  # fmt: skip
+    result = main(cfg)
+    m = evaluate(EvalConfig(weights=str(result.last_checkpoint), labels=(str(labels),), device="cpu"))
+    assert m["model"] == "lift" and np.isfinite(m["rr_epe_mm"]) and m["rr_root_keypoint"] == 0
+
+
+def _ddp_rank(rank: int, cfg: TrainConfig, port: int) -> None:
+    os.environ.update({"WORLD_SIZE": "2", "RANK": str(rank), "LOCAL_RANK": str(rank), "MASTER_ADDR": "127.0.0.1",
+                       "MASTER_PORT": str(port)})  # what torchrun sets  # fmt: skip
+    torch.set_num_threads(1)
+    main(cfg)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_ddp_two_processes_on_cpu(labels, tmp_path):
+    """DDP as torchrun sets it up (env vars), two forked CPU processes on Gloo: sharded data, rank 0 saves."""
+    cfg = TrainConfig(model="cpm", labels=(str(labels),), out=str(tmp_path / "ddp"), epochs=1, batch_size=3,
+                      workers=0, device="cpu", plots=False, model_config=TINY_CPM)  # fmt: skip
+    torch.multiprocessing.start_processes(_ddp_rank, args=(cfg, _free_port()), nprocs=2, start_method="fork")
+    ckpt = load_checkpoint(tmp_path / "ddp" / "last.pt", "cpm")
+    assert ckpt["step"] == 2  # 11 training samples: 6 per rank (DistributedSampler pads), batch 3
+    assert "WORLD_SIZE" not in os.environ
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not os.environ.get("HANDANNO_TEST_TORCHRUN"), reason="set HANDANNO_TEST_TORCHRUN=1 (~30 s)")
+def test_torchrun_ddp_on_cpu(labels, tmp_path):
+    """The real launcher: ``torchrun --nproc_per_node=2 -m handanno.cli train ...`` with the Gloo backend."""
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={_free_port()}",
+           "-m", "handanno.cli", "train", "cpm", "--labels", str(labels), "--out", str(tmp_path / "ddp"), "--epochs",
+           "1", "--batch-size", "3", "--workers", "0", "--device", "cpu", "--no-plots", "--set", "width=0.0625",
+           "--set", "crop_size=32"]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    ckpt = load_checkpoint(tmp_path / "ddp" / "last.pt", "cpm")
+    assert ckpt["step"] == 2  # 11 training samples: 6 per rank (DistributedSampler pads), batch 3
