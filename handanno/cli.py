@@ -33,5 +33,357 @@ def main(verbose: int) -> None:
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
 
 
+@main.group("rig")
+def rig_group() -> None:
+    """Camera rigs: convert between rig.json, Anipose, EasyMocap and the seed format."""
+
+
+@rig_group.command("convert")
+@click.argument("src", type=click.Path(exists=True, path_type=str))
+@click.argument("dst", type=click.Path(path_type=str))
+@click.option("--from", "src_fmt", type=click.Choice(["rig", "anipose", "easymocap", "seed"]), default=None,
+              help="Input format (default: from the path: .json rig.json, intrinsic.json seed, .toml Anipose, "
+                   ".yml EasyMocap, or what a folder holds).")
+@click.option("--to", "dst_fmt", type=click.Choice(["rig", "anipose", "easymocap", "seed"]), default=None,
+              help="Output format (default: from the path; needed when DST is a folder).")
+@click.option("--image-size", default=None, metavar="WxH",
+              help="Image size for inputs that lack it (EasyMocap without H_/W_, the seed format), e.g. 1280x720.")
+@click.option("--in-units", type=click.Choice(["m", "cm", "mm"]), default=None,
+              help="Unit of the input's translations (Anipose/seed record none; default: the file's, else m).")
+@click.option("--out-units", type=click.Choice(["m", "cm", "mm"]), default="m", show_default=True,
+              help="Unit of the output's translations (not for rig.json, always m).")
+def rig_convert(src: str, dst: str, src_fmt: str | None, dst_fmt: str | None, image_size: str | None,
+                in_units: str | None, out_units: str) -> None:
+    """Convert the camera rig SRC into DST; prints one line naming the cameras converted."""
+    from handanno.calibration.rig_io import convert_rig, parse_image_size
+
+    size = parse_image_size(image_size) if image_size else None
+    result = convert_rig(src, dst, src_fmt=src_fmt, dst_fmt=dst_fmt, image_size=size,
+                         src_units=in_units, dst_units=out_units)
+    click.echo(result.summary())
+
+
+# --------------------------------------------------------------------------- train / eval
+
+_MODEL_KINDS = ["cpm", "unet", "mano", "lift"]
+
+
+def _parse_sets(items: tuple[str, ...]) -> dict:
+    """``KEY=VALUE`` pairs to a dict; values parsed as JSON when they can be (numbers, true, null)."""
+    import json
+
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise HandannoError(f"--set takes KEY=VALUE, got {item!r}")
+        try:
+            out[key.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key.strip()] = value
+    return out
+
+
+@main.command("train")
+@click.argument("kind", type=click.Choice(_MODEL_KINDS))
+@click.option("--labels", "labels", multiple=True, required=True, type=click.Path(path_type=str),
+              help="FreiHAND-layout label folder (repeat to combine several).")
+@click.option("--val", "val", multiple=True, type=click.Path(path_type=str),
+              help="Validation label folder(s); default: hold out --val-fraction of --labels.")
+@click.option("--out", required=True, type=click.Path(path_type=str), help="Run folder: checkpoints, logs, plots.")
+@click.option("--epochs", default=50, show_default=True, type=int)
+@click.option("--batch-size", default=32, show_default=True, type=int)
+@click.option("--lr", default=1e-3, show_default=True, type=float, help="Peak learning rate (AdamW, cosine decay).")
+@click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda | cuda:N.")
+@click.option("--resume", is_flag=True, help="Continue from OUT/last.pt (step count, optimizer, early-stop state).")
+@click.option("--workers", default=4, show_default=True, type=int, help="DataLoader worker processes.")
+@click.option("--patience", default=10, show_default=True, type=int,
+              help="Early stopping: epochs without a better validation metric (0 = off).")
+@click.option("--val-fraction", default=0.1, show_default=True, type=float)
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--max-steps", default=None, type=int, help="Stop after this many optimizer steps in total.")
+@click.option("--no-amp", is_flag=True, help="Full precision on CUDA.")
+@click.option("--no-augment", is_flag=True, help="Train on the plain centred crops.")
+@click.option("--no-plots", is_flag=True, help="Skip the PNG plots.")
+@click.option("--backbone", type=click.Choice(["resnet18", "resnet34", "resnet50"]), default=None,
+              help="mano: the ResNet (random init unless --backbone-weights).")
+@click.option("--backbone-weights", type=click.Path(exists=True, dir_okay=False, path_type=str), default=None,
+              help="mano: local .pth state dict for the ResNet (never downloaded).")
+@click.option("--model-dir", type=click.Path(path_type=str), default=None,
+              help="mano: MANO folder (MANO_RIGHT.pkl, MANO_LEFT.pkl); default $HANDANNO_MODEL_DIR or the open model.")
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
+              help="Model config field, e.g. --set width=0.5 --set loss=mse (see handanno.models.nets).")
+def train_cmd(kind: str, labels: tuple[str, ...], val: tuple[str, ...], out: str, epochs: int, batch_size: int,
+              lr: float, device: str, resume: bool, workers: int, patience: int, val_fraction: float, seed: int,
+              max_steps: int | None, no_amp: bool, no_augment: bool, no_plots: bool, backbone: str | None,
+              backbone_weights: str | None, model_dir: str | None, sets: tuple[str, ...]) -> None:
+    """Train a KIND model (cpm, unet, mano, lift) on FreiHAND-layout labels; checkpoints and logs go to OUT."""
+    from handanno.data.augment import AugmentConfig
+    from handanno.data.datasets import DataConfig
+    from handanno.models.train import TrainConfig
+    from handanno.models.train import main as train_main
+
+    model_config = _parse_sets(sets)
+    if backbone:
+        model_config["backbone"] = backbone
+    if backbone_weights:
+        model_config["backbone_weights"] = backbone_weights
+    cfg = TrainConfig(
+        model=kind, labels=labels, out=out, val=val, val_fraction=val_fraction, epochs=epochs, batch_size=batch_size,
+        lr=lr, device=device, workers=workers, amp=not no_amp, patience=patience, resume=resume, seed=seed,
+        max_steps=max_steps, plots=not no_plots, model_dir=model_dir, model_config=model_config,
+        data=DataConfig(augment=AugmentConfig(enabled=not no_augment)),
+    )  # fmt: skip
+    result = train_main(cfg)
+    best = "n/a" if result.best_metric is None else f"{result.best_metric:.4g}"
+    click.echo(f"trained {kind}: {result.epochs_run} epochs, {result.steps} steps"
+               f"{' (stopped early)' if result.stopped_early else ''}; best validation {result.metric_name} {best}; "
+               f"checkpoints in {result.out}")  # fmt: skip
+
+
+@main.command("eval")
+@click.argument("kind", type=click.Choice(_MODEL_KINDS))
+@click.option("--weights", required=True, type=click.Path(path_type=str), help="Checkpoint (best.pt / last.pt).")
+@click.option("--labels", "labels", multiple=True, required=True, type=click.Path(path_type=str),
+              help="FreiHAND-layout label folder (repeat to combine several).")
+@click.option("--out", "out_json", default=None, type=click.Path(path_type=str),
+              help="Metrics JSON (default: eval_<checkpoint>.json beside the checkpoint).")
+@click.option("--batch-size", default=32, show_default=True, type=int)
+@click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda | cuda:N.")
+@click.option("--workers", default=0, show_default=True, type=int)
+@click.option("--split", type=click.Choice(["training", "evaluation"]), default="training", show_default=True,
+              help="Which split of the label folders.")
+@click.option("--model-dir", type=click.Path(path_type=str), default=None, help="mano: MANO folder.")
+def eval_cmd(kind: str, weights: str, labels: tuple[str, ...], out_json: str | None, batch_size: int, device: str,
+             workers: int, split: str, model_dir: str | None) -> None:
+    """Evaluate a KIND checkpoint on labels: prints the metrics (normaliser stated) and writes them as JSON."""
+    from handanno.models.evaluate import EvalConfig, evaluate, format_report
+
+    cfg = EvalConfig(weights=weights, labels=labels, out_json=out_json, kind=kind, batch_size=batch_size,
+                     device=device, workers=workers, split=split, model_dir=model_dir)  # fmt: skip
+    click.echo(format_report(evaluate(cfg)))
+
+
+# --------------------------------------------------------------------------- synth
+
+
+@main.command("synth")
+@click.argument("out", type=click.Path(file_okay=False, path_type=str))
+@click.option("--cameras", default=8, show_default=True, type=click.IntRange(1, 64), help="Cameras in the dome.")
+@click.option("--frames", default=50, show_default=True, type=click.IntRange(1), help="Frames of hand motion.")
+@click.option("--hand", type=click.Choice(["right", "left"]), default="right", show_default=True)
+@click.option("--model-dir", type=click.Path(path_type=str), default=None,
+              help="MANO folder (MANO_RIGHT.pkl, MANO_LEFT.pkl); default $HANDANNO_MODEL_DIR or the open hand model.")
+@click.option("--image-size", default="640x480", show_default=True, metavar="WxH", help="Image size of every camera.")
+@click.option("--seed", default=0, show_default=True, type=int, help="One seed for everything: same seed, same bytes.")
+@click.option("--keypoint-noise-px", default=0.0, show_default=True, type=click.FloatRange(0),
+              help="Std of the Gaussian noise on keypoints2d/, pixels.")
+@click.option("--outlier-rate", default=0.0, show_default=True, type=click.FloatRange(0, 1),
+              help="Fraction of in-image keypoints replaced by random wrong positions.")
+@click.option("--calib-views", default=20, show_default=True, type=click.IntRange(0),
+              help="Board poses rendered into every camera under calib/.")
+@click.option("--board", default="charuco:7x5:0.04:0.03:DICT_4X4_50", show_default=True,
+              help="Calibration board: charuco:SXxSY:SQUARE_M:MARKER_M:DICT or chessboard:NXxNY:SQUARE_M.")
+@click.option("--background", type=click.Choice(["texture", "green"]), default="texture", show_default=True,
+              help="Procedural clutter per camera, or a green screen.")
+@click.option("--image-format", type=click.Choice(["jpg", "png"]), default="jpg", show_default=True,
+              help="images/ and calib/: jpg (quality 95, ~70 KB at 640x480) or png (lossless, exact, ~450 KB, slower).")
+@click.option("--image-noise", default=1.5, show_default=True, type=click.FloatRange(0),
+              help="Std of the per-frame sensor noise, grey levels (0: none).")
+@click.option("--no-calib", is_flag=True, help="Skip calib/.")
+@click.option("--no-keypoints", is_flag=True, help="Skip keypoints2d/.")
+@click.option("--force", is_flag=True, help="Replace an earlier synth session in OUT (never other files).")
+def synth_cmd(out: str, cameras: int, frames: int, hand: str, model_dir: str | None, image_size: str, seed: int,
+              keypoint_noise_px: float, outlier_rate: float, calib_views: int, board: str, background: str,
+              image_format: str, image_noise: float, no_calib: bool, no_keypoints: bool, force: bool) -> None:
+    """Make a synthetic capture with known answers in OUT.
+
+    Writes rig.json, images/, masks_gt/, ground_truth/, keypoints2d/, calib/ and preview.png
+    (all cameras of the middle frame with the true skeleton).
+    """
+    from handanno.annotate.synth import SynthSettings, synthesize
+    from handanno.calibration.rig_io import parse_image_size
+
+    settings = SynthSettings(
+        out_dir=out, num_cameras=cameras, num_frames=frames, hand=hand, model_dir=model_dir,
+        image_size=tuple(parse_image_size(image_size)), seed=seed, keypoint_noise_px=keypoint_noise_px,
+        outlier_rate=outlier_rate, calib_views=calib_views, board=board, background=background,
+        write_calib=not no_calib, write_keypoints=not no_keypoints, image_format=image_format,
+        image_noise_std=image_noise, force=force, progress=True,
+    )  # fmt: skip
+    result = synthesize(settings)
+    click.echo(f"synth: {len(result.rig)} cameras x {len(result.frame_stems)} frames, "
+               f"{len(result.calib_stems)} calibration views, {result.num_files} files in {result.out_dir} "
+               f"({result.timings_s['total']:.1f} s); preview: {result.out_dir / 'preview.png'}")  # fmt: skip
+
+
+# --------------------------------------------------------------------------- fit / export
+
+
+def _fit_summary(report) -> str:
+    """A few lines for a person: frames, skips with reasons, labels, timings, accuracy."""
+    lines = [f"fit: {report.frames_total} frames; {report.frames_fitted} fitted now, {report.frames_accepted} accepted "
+             f"in all, {len(report.skipped)} skipped; {report.labels_written} label samples written"]  # fmt: skip
+    rejected = report.frames_total - len(report.skipped) - report.frames_accepted
+    if rejected > 0:
+        lines.append(f"  {rejected} frame(s) fitted but not accepted: reasons in fits/<frame>.json quality.reasons")
+    shown = list(report.skipped.items())[:10]
+    lines += [f"  skipped {frame}: {why}" for frame, why in shown]
+    if len(report.skipped) > len(shown):
+        lines.append(f"  ... and {len(report.skipped) - len(shown)} more skipped (see {report.report_path})")
+    lines.append("timings (s): " + ", ".join(f"{k} {v:.1f}" for k, v in report.timings_s.items()))
+    if report.accuracy:
+        a = report.accuracy
+        lines.append(f"vs ground truth ({a['frames']} frames): MPJPE {a['mpjpe_mm']:.2f} mm, "
+                     f"MPVPE {a['mpvpe_mm']:.2f} mm, PA-MPJPE {a['pa_mpjpe_mm']:.2f} mm, "
+                     f"PA-MPVPE {a['pa_mpvpe_mm']:.2f} mm")  # fmt: skip
+    lines.append(f"report: {report.report_path}")
+    return "\n".join(lines)
+
+
+@main.command("fit")
+@click.option("--session", required=True, type=click.Path(exists=True, file_okay=False, path_type=str),
+              help="Session folder: rig.json, images/<camera>/<frame>.jpg|png (see DESIGN.md).")
+@click.option("--model-dir", type=click.Path(path_type=str), default=None,
+              help="MANO folder (MANO_RIGHT.pkl, MANO_LEFT.pkl); default $HANDANNO_MODEL_DIR or the open hand model.")
+@click.option("--hand", type=click.Choice(["right", "left"]), default="right", show_default=True)
+@click.option("--detector", type=click.Choice(["given", "cpm", "mediapipe"]), default="given", show_default=True,
+              help="2D keypoints: given (bring keypoints2d/), cpm (needs --weights) or mediapipe.")
+@click.option("--weights", type=click.Path(exists=True, dir_okay=False, path_type=str), default=None,
+              help="CPM checkpoint for --detector cpm (from `handanno train cpm`).")
+@click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda | cuda:N.")
+@click.option("--no-silhouette", is_flag=True, help="Fit to keypoints only: no segmentation, no silhouette stage.")
+@click.option("--no-export", is_flag=True, help="Do not write labels/.")
+@click.option("--overlays", is_flag=True, help="Write overlays/<frame>.png pictures of the fits.")
+@click.option("--frames", default=None, metavar="SLICE",
+              help="Frames to process, a slice over their order: 0:100, 10:, ::5.")
+@click.option("--force", is_flag=True, help="Redo every stage even where its outputs exist.")
+@click.option("--max-reproj-px", default=8.0, show_default=True, type=click.FloatRange(min=0),
+              help="Accept a frame only if the median over views of the median keypoint error is at most this.")
+@click.option("--min-mask-iou", default=0.6, show_default=True, type=click.FloatRange(0, 1),
+              help="Accept a frame only if the median mask IoU over views with a mask is at least this.")
+@click.option("--batch-frames", default=None, type=click.IntRange(min=1),
+              help="Frames fitted at once (default 64 on the CPU, 1024 on CUDA).")
+def fit_cmd(session: str, model_dir: str | None, hand: str, detector: str, weights: str | None, device: str,
+            no_silhouette: bool, no_export: bool, overlays: bool, frames: str | None, force: bool,
+            max_reproj_px: float, min_mask_iou: float, batch_frames: int | None) -> None:
+    """Annotate a session: detect, triangulate, segment, fit the hand model, export FreiHAND labels.
+
+    Each stage is skipped where its outputs already exist (--force redoes them); prints a
+    summary and writes SESSION/report.json.
+    """
+    from pathlib import Path
+
+    from handanno.annotate.pipeline import AcceptSettings, PipelineSettings, run_pipeline
+
+    settings = PipelineSettings(
+        session=Path(session), model_dir=Path(model_dir) if model_dir else None, hand=hand, detector=detector,
+        detector_weights=Path(weights) if weights else None, device=device, silhouette=not no_silhouette,
+        export=not no_export, overlays=overlays, frames=frames, force=force, batch_frames=batch_frames,
+        accept=AcceptSettings(max_reproj_px=max_reproj_px, min_mask_iou=min_mask_iou),
+    )  # fmt: skip
+    click.echo(_fit_summary(run_pipeline(settings)))
+
+
+@main.command("export")
+@click.option("--session", required=True, type=click.Path(exists=True, file_okay=False, path_type=str),
+              help="Session folder with fits/ (or ground_truth/ for a synthetic session).")
+@click.option("--source", type=click.Choice(["fits", "ground_truth"]), default="fits", show_default=True,
+              help="fits: the accepted fits; ground_truth: a synthetic session's true hands "
+                   "(to test trainers without the fitter).")
+@click.option("--out", default=None, type=click.Path(file_okay=False, path_type=str),
+              help="Labels folder (default SESSION/labels).")
+@click.option("--model-dir", type=click.Path(path_type=str), default=None,
+              help="MANO folder; default $HANDANNO_MODEL_DIR or the open hand model (must be the fits' model).")
+@click.option("--hand", type=click.Choice(["right", "left"]), default=None, help="Default: the records' hand.")
+def export_cmd(session: str, source: str, out: str | None, model_dir: str | None, hand: str | None) -> None:
+    """Write FreiHAND-layout labels (224x224 undistorted crops, K, xyz, verts, mano) from a session."""
+    from handanno.annotate.export_freihand import export_labels
+
+    result = export_labels(session, source=source, out_dir=out, model_dir=model_dir, hand=hand)
+    kind = "MANO" if result.is_mano else "non-MANO (open hand model)"
+    click.echo(f"export: {result.samples} samples from {source} to {result.out_dir} ({kind} model {result.model_name})")
+
+
+# --------------------------------------------------------------------------- calibrate
+
+
+@main.command("calibrate")
+@click.argument("calib_dir", type=click.Path(exists=True, file_okay=False, path_type=str))
+@click.option("--board", required=True,
+              help="charuco:SXxSY:SQUARE_M:MARKER_M:DICT (squares, metres) or chessboard:NXxNY:SQUARE_M (inner corners).")
+@click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=str), help="The rig.json to write.")
+@click.option("--fix-intrinsics", type=click.Path(exists=True, path_type=str), default=None,
+              help="Hold these intrinsics: a rig (rig.json, Anipose, EasyMocap, seed) or an OpenCV YAML with "
+                   "camera_matrix / distortion_coefficients (applied to every camera).")
+@click.option("--world", type=click.Choice(["cam0", "board"]), default="cam0", show_default=True,
+              help="World frame: the first camera (natural name order), or the board at the first view.")
+@click.option("--report", "report_dir", type=click.Path(file_okay=False, path_type=str), default=None,
+              help="Write report.json, views.json, coverage_<cam>.png and rig_3d.png here.")
+@click.option("--legacy", is_flag=True, help="ChArUco board made before OpenCV 4.6 (even number of rows).")
+@click.option("--refine-intrinsics", is_flag=True, help="Also refine every camera's intrinsics in bundle adjustment.")
+@click.option("--intrinsic-flag", "intrinsic_flags", multiple=True,
+              type=click.Choice(["FIX_K1", "FIX_K2", "FIX_K3", "ZERO_TANGENT_DIST", "FIX_ASPECT_RATIO",
+                                 "FIX_PRINCIPAL_POINT", "FIX_FOCAL_LENGTH"]),
+              help="cv2.calibrateCamera flag (repeatable); held parameters stay held with --refine-intrinsics.")
+@click.option("--loss", type=click.Choice(["soft_l1", "huber", "cauchy", "linear"]), default="soft_l1",
+              show_default=True, help="Robust loss of bundle adjustment.")
+@click.option("--f-scale-px", default=1.0, show_default=True, type=click.FloatRange(min=0, min_open=True),
+              help="Residual (px) beyond which the loss down-weights a corner.")
+@click.option("--detector-params", type=click.Path(exists=True, dir_okay=False, path_type=str), default=None,
+              help="OpenCV YAML of ArUco DetectorParameters.")
+@click.option("--workers", default=2, show_default=True, type=click.IntRange(1), help="Detection threads.")
+def calibrate_cmd(calib_dir: str, board: str, out: str, fix_intrinsics: str | None, world: str,
+                  report_dir: str | None, legacy: bool, refine_intrinsics: bool, intrinsic_flags: tuple[str, ...],
+                  loss: str, f_scale_px: float, detector_params: str | None, workers: int) -> None:
+    """Calibrate a multi-camera rig from board images in CALIB_DIR/<cam>/<image>.jpg|png.
+
+    The same file stem in several camera folders is the same instant. Prints one line per
+    camera (RMS reprojection error, views used) and any warnings.
+    """
+    from handanno.calibration.board import parse_board_spec
+    from handanno.calibration.bundle_adjust import BundleAdjustSettings
+    from handanno.calibration.calib_io import calibrate_directory
+    from handanno.calibration.calibrate import CalibrateSettings
+    from handanno.calibration.intrinsics import IntrinsicsSettings
+
+    settings = CalibrateSettings(
+        board=parse_board_spec(board, legacy=legacy), world=world,
+        intrinsics=IntrinsicsSettings(flags=intrinsic_flags),
+        bundle=BundleAdjustSettings(loss=loss, f_scale_px=f_scale_px), refine_intrinsics=refine_intrinsics,
+    )  # fmt: skip
+    result = calibrate_directory(calib_dir, settings, out, report_dir=report_dir, fix_intrinsics=fix_intrinsics,
+                                 detector_params=detector_params, workers=workers)  # fmt: skip
+    click.echo(f"calibrate: {len(result.rig)} cameras, {len(result.stems)} board poses, "
+               f"RMS {result.rms_px:.3f} px -> {out}")  # fmt: skip
+    for rep in result.cameras:
+        click.echo(f"  {rep.name}: RMS {rep.rms_px:.3f} px, {rep.views_used}/{rep.images} views used"
+                   f"{f', {len(rep.dropped_views)} dropped' if rep.dropped_views else ''}, "
+                   f"coverage {rep.coverage:.0%}")  # fmt: skip
+    for w in result.warnings:
+        click.echo(f"  warning: {w}")
+
+
 if __name__ == "__main__":
     main()
+
+
+# --------------------------------------------------------------------------- demo
+@main.command("demo")
+@click.option("--out", type=click.Path(file_okay=False), default="handanno-demo", show_default=True,
+              help="Folder for the capture, the calibration report, the fits, labels and overlays.")
+@click.option("--cameras", type=int, default=8, show_default=True)
+@click.option("--frames", type=int, default=20, show_default=True)
+@click.option("--image-size", default="640x480", show_default=True, help="WIDTHxHEIGHT in pixels.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
+def demo_cmd(out: str, cameras: int, frames: int, image_size: str, seed: int, device: str) -> None:
+    """Run the whole job on a synthetic capture: synth, calibrate, fit, export; print the numbers."""
+    from pathlib import Path
+
+    from handanno.annotate.demo import DemoSettings, format_summary, run_demo
+    from handanno.calibration.rig_io import parse_image_size
+
+    summary = run_demo(DemoSettings(out_dir=Path(out), num_cameras=cameras, num_frames=frames,
+                                    image_size=parse_image_size(image_size), seed=seed, device=device))
+    click.echo(format_summary(summary))

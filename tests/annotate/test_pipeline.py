@@ -1,0 +1,171 @@
+"""``run_pipeline`` / ``handanno fit`` end to end on a tiny synthetic session.
+
+4 cameras, 3 frames, 160x120, 1 px keypoint noise; the fitter runs a shortened schedule
+(:data:`FAST`) so the module stays well under a minute on two busy CPU cores. Every test
+works on its own copy of the session (``shutil.copytree`` keeps the mtimes).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from handanno.annotate import pipeline
+from handanno.annotate.fit_mano import FitSettings
+from handanno.annotate.pipeline import AcceptSettings, PipelineSettings, run_pipeline
+from handanno.annotate.synth import SynthSettings, synthesize
+from handanno.cli import main
+from handanno.data.freihand_io import read_freihand
+from handanno.errors import HandannoError
+
+FAST = FitSettings(iters_3d=30, iters_2d=80, iters_sil=20)
+FIT_KEYS = {"hand", "model", "pose", "betas", "trans", "joints", "quality"}
+QUALITY_KEYS = {"reproj_err_px", "mask_iou", "accepted", "reasons"}
+FRAMES = ["000000", "000001", "000002"]
+
+
+def _settings(root: Path, **kw) -> PipelineSettings:
+    return PipelineSettings(session=root, device="cpu", fit=FAST, progress=False, **kw)
+
+
+def _mtimes(folder: Path) -> dict[str, int]:
+    return {p.name: p.stat().st_mtime_ns for p in sorted(folder.glob("*.json"))}
+
+
+@pytest.fixture(scope="module")
+def synth_dir(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("pipeline") / "synth"
+    synthesize(SynthSettings(out_dir=out, num_cameras=4, num_frames=3, image_size=(160, 120), keypoint_noise_px=1.0,
+                             write_calib=False, progress=False))  # fmt: skip
+    return out
+
+
+@pytest.fixture
+def session(synth_dir, tmp_path) -> Path:
+    """A fresh copy of the synthetic session."""
+    return Path(shutil.copytree(synth_dir, tmp_path / "session"))
+
+
+@pytest.fixture(scope="module")
+def fitted(synth_dir, tmp_path_factory):
+    """The session after one full run (segment, keypoint + silhouette fit, export): ``(folder, report)``."""
+    root = Path(shutil.copytree(synth_dir, tmp_path_factory.mktemp("fitted") / "session"))
+    return root, run_pipeline(_settings(root))
+
+
+def test_full_run_writes_fits_masks_labels(fitted):
+    root, report = fitted
+    assert report.frames_total == 3 and report.frames_fitted == 3 and report.skipped == {}
+    assert report.frames_accepted == 3
+    for f in FRAMES:
+        rec = json.loads((root / "fits" / f"{f}.json").read_text())
+        assert set(rec) == FIT_KEYS and set(rec["quality"]) == QUALITY_KEYS
+        assert rec["hand"] == "right" and len(rec["pose"]) == 48 and len(rec["betas"]) == 10
+        assert np.asarray(rec["joints"]).shape == (21, 3)
+        assert rec["quality"]["accepted"] and rec["quality"]["reasons"] == []
+        errs = [v for v in rec["quality"]["reproj_err_px"].values() if v is not None]
+        assert len(errs) >= 2 and np.median(errs) < 3.0  # 1 px keypoint noise
+        for cam in ("cam0", "cam1", "cam2", "cam3"):
+            assert (root / "masks" / cam / f"{f}.png").is_file() or rec["quality"]["mask_iou"][cam] is None
+    # Accuracy against the truth. Measured with FAST on this session: MPJPE ~4 mm, PA-MPJPE ~3 mm.
+    # 1 px of keypoint noise at ~40 px/cm hand scale (160x120 images) is ~0.25-0.5 mm per view before
+    # triangulation, the shortened schedule and the pose / shape priors add a few mm; 10 / 8 mm bound
+    # that with ~2x headroom while a wrong frame, handedness or camera convention gives > 20 mm.
+    acc = report.accuracy
+    assert acc["frames"] == 3 and acc["accepted"] == 3
+    assert acc["mpjpe_mm"] < 10.0 and acc["pa_mpjpe_mm"] < 8.0, acc
+    lab = read_freihand(root / "labels")
+    assert report.labels_written == len(lab) >= 6
+    assert {e["frame"] for e in lab.index} == set(FRAMES)
+    saved = json.loads(report.report_path.read_text())
+    assert saved["frames_fitted"] == 3 and saved["accuracy"]["frames"] == 3
+
+
+def test_second_run_skips_everything_and_force_redoes(fitted, tmp_path):
+    root = Path(shutil.copytree(fitted[0], tmp_path / "session"))
+    fits, masks, index = _mtimes(root / "fits"), _mtimes(root / "masks" / "cam0"), (root / "labels" / "index.json")
+    index_mtime = index.stat().st_mtime_ns
+    again = run_pipeline(_settings(root))
+    assert again.frames_fitted == 0 and again.labels_written == 0 and again.frames_accepted == 3
+    assert _mtimes(root / "fits") == fits  # no fit rewritten
+    assert _mtimes(root / "masks" / "cam0") == masks
+    assert index.stat().st_mtime_ns == index_mtime
+    assert "fit" not in again.timings_s and "export" not in again.timings_s
+    forced = run_pipeline(_settings(root, force=True, silhouette=False))
+    assert forced.frames_fitted == 3 and forced.labels_written == len(read_freihand(root / "labels"))
+    new = _mtimes(root / "fits")
+    assert all(new[k] > fits[k] for k in fits)
+
+
+def test_missing_hand_and_single_view_frames_are_skipped_with_reasons(session, caplog):
+    for cam in ("cam0", "cam1", "cam2", "cam3"):
+        (session / "keypoints2d" / cam / "000000.json").unlink()  # hand missing in every view
+    for cam in ("cam1", "cam2", "cam3"):
+        (session / "keypoints2d" / cam / "000001.json").unlink()  # only cam0 sees it
+    with caplog.at_level(logging.WARNING):
+        report = run_pipeline(_settings(session, silhouette=False, export=False))
+    assert set(report.skipped) == {"000000", "000001"}
+    assert "missing in every view" in report.skipped["000000"]
+    assert "only 1 view" in report.skipped["000001"]
+    assert report.frames_fitted == 1
+    assert sorted(p.stem for p in (session / "fits").glob("*.json")) == ["000002"]
+    assert "frame 000000 skipped" in caplog.text and "frame 000001 skipped" in caplog.text
+    assert json.loads(report.report_path.read_text())["skipped"] == report.skipped
+
+
+def test_nan_keypoint_is_an_error_naming_the_file(session):
+    path = session / "keypoints2d" / "cam2" / "000001.json"
+    d = json.loads(path.read_text())
+    d["keypoints"][7][0] = float("nan")
+    path.write_text(json.dumps(d))  # json writes NaN as the NaN token
+    with pytest.raises(HandannoError, match=r"cam2[/\\]000001\.json.*NaN"):
+        run_pipeline(_settings(session, silhouette=False, export=False))
+    assert not (session / "fits").exists()
+
+
+def test_rig_camera_without_images_is_left_out_with_a_warning(session, caplog):
+    rig = json.loads((session / "rig.json").read_text())
+    rig["cameras"]["cam9"] = rig["cameras"]["cam0"]
+    (session / "rig.json").write_text(json.dumps(rig))
+    with caplog.at_level(logging.WARNING):
+        report = run_pipeline(_settings(session, frames="0:1", silhouette=False, export=False))
+    assert "camera cam9 is in rig.json but has no image folder" in caplog.text
+    assert report.frames_total == 1 and report.frames_fitted == 1
+    notes = json.loads(report.report_path.read_text())["session_notes"]
+    assert any("cam9" in n for n in notes)
+    quality = json.loads((session / "fits" / "000000.json").read_text())["quality"]
+    assert "cam9" not in quality["reproj_err_px"]
+
+
+def test_fit_command(fitted, tmp_path, monkeypatch):
+    """``handanno fit`` maps its options onto PipelineSettings and prints the summary."""
+    seen = []
+    real = pipeline.run_pipeline
+
+    def run_fast(settings: PipelineSettings):
+        seen.append(settings)
+        return real(replace(settings, fit=FAST, progress=False))
+
+    monkeypatch.setattr(pipeline, "run_pipeline", run_fast)
+    root = Path(shutil.copytree(fitted[0], tmp_path / "session"))
+    res = CliRunner().invoke(main, ["fit", "--session", str(root), "--device", "cpu", "--max-reproj-px", "5",
+                                    "--min-mask-iou", "0.5", "--frames", "0:2", "--batch-frames", "2"])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    s = seen[0]
+    assert s.session == root and s.hand == "right" and s.detector == "given" and s.frames == "0:2"
+    assert s.accept == AcceptSettings(max_reproj_px=5.0, min_mask_iou=0.5) and s.batch_frames == 2
+    assert s.silhouette and s.export and not s.force and s.model_dir is None
+    assert "fit: 2 frames; 0 fitted now, 2 accepted in all, 0 skipped" in res.output
+    assert "vs ground truth (2 frames): MPJPE" in res.output
+
+    (root / "keypoints2d" / "cam1" / "000000.json").write_text('{"keypoints": [[NaN, 1, 1]], "source": "x"}')
+    res = CliRunner().invoke(main, ["fit", "--session", str(root), "--force", "--no-silhouette"])
+    assert res.exit_code == 2 and "000000.json" in res.output and "Traceback" not in res.output
+    assert not seen[-1].silhouette and seen[-1].force
