@@ -69,6 +69,10 @@ def prepare_out_dir(out_dir: Path, force: bool, record: dict) -> None:
             elif p.exists():
                 p.unlink()
         log.info("%s: removed the earlier synth session's outputs (--force)", out_dir)
+        others = sorted(p.name for p in out_dir.iterdir())
+        if others:
+            log.warning("%s: kept %s (not made by synth); they belong to the old session, delete them if stale",
+                        out_dir, ", ".join(others))
     out_dir.mkdir(parents=True, exist_ok=True)
     write_session_record(out_dir, record)
 

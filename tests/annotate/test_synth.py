@@ -202,16 +202,18 @@ def test_calibration_views_match_the_true_board_poses(exact_session):
     assert np.median(e) < 0.25  # sub-pixel corners on 160x120 images; ~0.04 px at 640x480
 
 
-def test_board_render_corners_at_full_resolution():
+@pytest.mark.parametrize("board", ["charuco:7x5:0.04:0.03:DICT_4X4_50", "chessboard:9x6:0.025"])
+def test_board_render_corners_at_full_resolution(board):
     """At 640x480 the detected corners sit within a few hundredths of a pixel of the truth."""
     rig, _ = synth.make_rig(2, (640, 480), seed=1)
-    spec = parse_board_spec("charuco:7x5:0.04:0.03:DICT_4X4_50")
+    spec = parse_board_spec(board)
     tex = synth.board_texture(spec)
     cam = rig[0]
     R, t = synth._look_at(cam.center, np.zeros(3), 0.0)  # board facing camera 0 squarely
     pose = np.eye(4)
     pose[:3, :3] = R.T  # board axes = camera axes: printed side (-z) towards the camera
-    pose[:3, 3] = -R.T @ np.array([0.14, 0.10, 0.0])
+    middle = np.array([tex.origin_m[0] + tex.size_m[0] / 2, tex.origin_m[1] + tex.size_m[1] / 2, 0.0])
+    pose[:3, 3] = -R.T @ middle
     img = synth.render_board_view(cam, tex, pose, synth.make_background(cam.image_size, "green", 0, 0),
                                   synth.make_lighting(0))
     det = detect_board(img, spec)
