@@ -26,7 +26,7 @@ from handanno.data.files_io import read_image, write_image
 
 log = logging.getLogger(__name__)
 
-GIVEN_KEYPOINT_ALPHA = 0.4  # weight of the given keypoints' drawing over the image
+GIVEN_KEYPOINT_ALPHA = 0.55  # weight of the given keypoints' drawing over the image
 MESH_OUTLINE_BGR = (0, 255, 255)
 TILE_WIDTH = 320  # px, width of each view in the grid
 _BATCH = 32  # frames per call of the hand model layer
