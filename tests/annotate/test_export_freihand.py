@@ -103,9 +103,10 @@ def test_ground_truth_export_reads_back(session_dir, labels):
 def test_round_trip_freihand_rebuild(labels, layer64):
     """FreiHAND's own recipe rebuilds training_xyz / training_verts from training_mano and training_K.
 
-    Both sides are float64 (the export's layer and the rebuild's), so the only error is float64
-    rounding through rotation composition and Rodrigues (~1e-16 relative on < 1 m coordinates,
-    measured ~1e-16 m); the 1e-6 m bound is the contract (1 um, far below any labelling error).
+    Both sides are float64. The rebuild turns the hand by the camera-frame global rotation
+    instead of the world one; the two agree up to the ``1e-8`` guard in smplx's Rodrigues
+    (``|rotvec + 1e-8|``, kept for smplx parity), ~1e-8 rad on ~0.1 m lever arms: measured
+    1.7e-9 m (xyz) and 2.5e-9 m (verts). The 1e-6 m contract leaves ~400x headroom.
     """
     _, lab = labels
     rebuilt = rebuild_xyz_from_mano(lab.mano, lab.K, layer64)
@@ -132,7 +133,9 @@ def test_crops_contain_the_hand(session_dir, labels, layer64):
         crop_cam = Camera("crop", lab.K[i], np.zeros(5), np.eye(3), np.zeros(3), (CROP, CROP))
         rendered = mesh_mask(lab.verts[i], faces, crop_cam)
         iou = (rendered & crop_mask).sum() / (rendered | crop_mask).sum()
-        assert iou > 0.9, f"sample {i}: crop mask vs mesh rendered with training_K, IoU {iou:.3f}"
+        # measured 0.92-0.96: masks_gt/ is a pixel-centre mask at 160x120, upsampled 2.6-5.2x here, so its
+        # edge is off by up to half a source pixel; a crop shifted by 2 source px drops below ~0.7
+        assert iou > 0.88, f"sample {i}: crop mask vs mesh rendered with training_K, IoU {iou:.3f}"
         # The crop's colour at a keypoint equals the captured image's colour where the distorted
         # camera sees that keypoint (bilinear on both; the crop went through JPEG at quality 95).
         cam = cams[entry["camera"]]
@@ -149,9 +152,10 @@ def test_crops_contain_the_hand(session_dir, labels, layer64):
     # upsampling of these 160x120 images); 3 px bounds that, a misplaced crop is off by far more.
     assert np.concatenate(on_mask).all()
     assert max(tip_gap) <= 3.0, tip_gap
-    # Measured ~2 grey levels (JPEG at q95 and the crop's 1.4-5x upsampling). A crop off by even 2 source px
-    # lands on another part of the shaded hand or the background: ~10-30 levels.
-    assert np.mean(colour_err) < 6.0, colour_err
+    # Measured 1.1 grey levels on average (0.8-1.8 per sample: JPEG at q95 and bilinear resampling). Reading
+    # the source 2 px off instead lands on another part of the shaded hand or the background: 6-31 per
+    # sample, 18 on average.
+    assert np.mean(colour_err) < 4.0, colour_err
 
 
 def test_undistorted_crop_maps_equal_affine_crop_without_distortion():
