@@ -6,9 +6,11 @@ Realistic inputs: the hand model (``handanno/assets/open_hand_right.pkl`` posed 
 ``ManoLayer``, when both exist) or a stand-in of a palm and five finger capsules with about
 the same vertex and face count and size (772 vertices, 1520 faces, 18 cm long); 8 cameras
 0.4-0.8 m away all around it with mild distortion (1280x720, f = 900 px); each view renders
-the square crop box around the hand's projection. Timings are the median of ``--repeats``
-runs after a warm-up, each run ``loss = (sil * target).sum(); loss.backward()`` on the
-vertices; the dense renderer gets fewer repeats where it is slow.
+the square crop box around the hand's projection, 1.3 times its extent, at sigma 1 px^2 (the
+fitter's settings). Timings are the median of ``--repeats`` runs after a warm-up, each run
+``loss = (sil * target).sum(); loss.backward()`` on the vertices, with as many threads as
+the machine has cores (on the CPU also with one thread: on a machine shared with other jobs
+a second thread can cost more than it gains); the dense renderer gets fewer repeats.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from handanno.annotate.render import SilhouetteSettings, project_to_render, render_silhouettes  # noqa: E402
 from handanno.annotate.render_reference import render_silhouettes_dense  # noqa: E402
+from handanno.errors import HandannoError  # noqa: E402
 
 log = logging.getLogger("bench_render")
 
@@ -45,7 +48,7 @@ def stand_in_hand() -> tuple[np.ndarray, np.ndarray, str]:
             out = layer(torch.zeros(1, 48), torch.zeros(1, 10), torch.zeros(1, 3))
         verts = out.vertices[0].double().numpy()
         return verts - verts.mean(0), np.asarray(layer.faces if hasattr(layer, "faces") else model["f"]), "hand model"
-    except Exception as exc:  # noqa: BLE001 - any failure means the asset is not ready yet
+    except (HandannoError, ImportError, OSError) as exc:
         log.info("hand model not available (%s); using the stand-in", exc)
     import trimesh
 
@@ -91,12 +94,12 @@ def rig(C: int, rng: np.random.Generator) -> dict[str, torch.Tensor]:
             (("K", Ks), ("dist", dists), ("R", Rs), ("t", ts))}
 
 
-def hand_boxes(verts: torch.Tensor, cams: dict[str, torch.Tensor]) -> torch.Tensor:
-    """``(N, C, 4)`` square crop boxes around each projected hand, 10 % margin."""
+def hand_boxes(verts: torch.Tensor, cams: dict[str, torch.Tensor], scale: float) -> torch.Tensor:
+    """``(N, C, 4)`` square crop boxes around each projected hand, ``scale`` x its extent."""
     ident = SilhouetteSettings((1, 1))
     uv, _ = project_to_render(verts, cams["K"], cams["dist"], cams["R"], cams["t"], ident)
     lo, hi = uv.amin(2), uv.amax(2)  # (N, C, 2)
-    side = (hi - lo).amax(-1, keepdim=True) * 1.1
+    side = (hi - lo).amax(-1, keepdim=True) * scale
     centre = (lo + hi) / 2
     return torch.cat([centre - side / 2, side, side], dim=-1)
 
@@ -131,9 +134,10 @@ def cpu_name() -> str:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--device", default="cpu", help="cpu or cuda")
-    p.add_argument("--repeats", type=int, default=7, help="timed runs of the fast renderer (median)")
+    p.add_argument("--repeats", type=int, default=9, help="timed runs of the fast renderer (median)")
     p.add_argument("--dense-repeats", type=int, default=3, help="timed runs of the dense renderer (median)")
-    p.add_argument("--sigma", type=float, default=1.0, help="SoftRas sigma, squared render pixels")
+    p.add_argument("--sigma", type=float, default=1.0, help="SoftRas sigma, squared render pixels (the fitter's)")
+    p.add_argument("--box-scale", type=float, default=1.3, help="crop side / hand extent (the fitter's)")
     p.add_argument("--skip-dense", action="store_true", help="time only the fast renderer")
     args = p.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -141,27 +145,29 @@ def main() -> None:
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise SystemExit("--device cuda asked for, but torch sees no CUDA device")
-    torch.set_num_threads(os.cpu_count() or 1)
+    threads = os.cpu_count() or 1
+    torch.set_num_threads(threads)
     rng = np.random.default_rng(0)
     verts_np, faces_np, source = stand_in_hand()
     faces = torch.as_tensor(faces_np, dtype=torch.long, device=device)
 
     gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else "-"
-    log.info("machine: %s, %d cores (torch threads %d), torch %s, device %s %s",
-             cpu_name(), os.cpu_count(), torch.get_num_threads(), torch.__version__, device, gpu)
-    log.info("mesh: %s, %d vertices, %d faces; sigma %.3g px^2, float32", source, len(verts_np), len(faces_np),
-             args.sigma)
-    log.info("%-26s %12s %12s %8s", "case (meshes x views, px)", "fast ms", "dense ms", "ratio")
-    cases = [(1, 8, 64), (1, 8, 128), (64, 8, 128)]
-    for N, C, size in cases:
+    log.info("machine: %s, %d cores, torch %s, device %s %s, load average %s", cpu_name(), os.cpu_count(),
+             torch.__version__, device, gpu, " ".join(f"{x:.1f}" for x in os.getloadavg()))
+    log.info("mesh: %s, %d vertices, %d faces; sigma %.3g px^2, crop %.2f x the hand, float32, forward + backward",
+             source, len(verts_np), len(faces_np), args.sigma, args.box_scale)
+    extra = device.type == "cpu" and threads > 1
+    log.info("%-24s %14s %14s %12s %8s", "meshes x views @ px", f"fast ms ({threads} thr)",
+             "fast ms (1 thr)" if extra else "", f"dense ms ({threads} thr)", "ratio")
+    for N, C, size in [(1, 8, 64), (1, 8, 128), (64, 8, 128)]:
         name = f"{N} x {C} @ {size}x{size}"
         if N > 1 and device.type != "cuda":
-            log.info("%-26s skipped on the CPU (GPU case: run with --device cuda)", name)
+            log.info("%-24s skipped on the CPU (a GPU case: run with --device cuda)", name)
             continue
         cams = {k: v.to(device) for k, v in rig(C, rng).items()}
         jitter = torch.as_tensor(rng.normal(0, 0.01, (N, 1, 3)), dtype=torch.float32)
         verts = (torch.as_tensor(verts_np, dtype=torch.float32)[None] + jitter).to(device)  # (N, V, 3)
-        boxes = hand_boxes(verts, cams)
+        boxes = hand_boxes(verts, cams, args.box_scale)
         settings = SilhouetteSettings((size, size), sigma=args.sigma)
         target = torch.rand(N, C, size, size, device=device)
 
@@ -172,11 +178,16 @@ def main() -> None:
             return render_silhouettes_dense(v, faces, c["K"], c["dist"], c["R"], c["t"], s, crop_box=b)
 
         t_fast = time_fwd_bwd(fast, verts, target, args.repeats, device)
+        t_one = ""
+        if extra:
+            torch.set_num_threads(1)
+            t_one = f"{time_fwd_bwd(fast, verts, target, args.repeats, device) * 1e3:.1f}"
+            torch.set_num_threads(threads)
         if args.skip_dense:
-            log.info("%-26s %12.2f %12s %8s", name, t_fast * 1e3, "-", "-")
+            log.info("%-24s %14.1f %14s %12s %8s", name, t_fast * 1e3, t_one, "-", "-")
             continue
         t_dense = time_fwd_bwd(dense, verts, target, args.dense_repeats, device)
-        log.info("%-26s %12.2f %12.1f %7.0fx", name, t_fast * 1e3, t_dense * 1e3, t_dense / t_fast)
+        log.info("%-24s %14.1f %14s %12.0f %7.0fx", name, t_fast * 1e3, t_one, t_dense * 1e3, t_dense / t_fast)
 
 
 if __name__ == "__main__":

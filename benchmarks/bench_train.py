@@ -144,6 +144,7 @@ def main() -> None:
     p.add_argument("--samples", type=int, default=64, help="toy folder size")
     p.add_argument("--tiny", action="store_true", help="the tiny test-size models instead of the real ones")
     p.add_argument("--threads", type=int, default=None, help="torch intra-op threads on the CPU")
+    p.add_argument("--loader-only", action="store_true", help="measure the data loader only")
     p.add_argument("--out", default=None, help="JSON file for the results")
     args = p.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -173,7 +174,7 @@ def main() -> None:
         row = {"config": dataclasses.asdict(task.config), "params": n_params}
         row["loader_samples_per_s"] = bench_loader(ds, args.batch_size, args.workers, args.loader_batches)
         batch = torch.utils.data.default_collate([ds[i % len(ds)] for i in range(args.batch_size)])
-        for dev_name in devices:
+        for dev_name in [] if args.loader_only else devices:
             device = torch.device(dev_name)
             task.to(device)
             row[f"{dev_name}_train_samples_per_s"] = bench_steps(task, batch, device, args.steps, args.warmup)

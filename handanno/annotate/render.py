@@ -2,13 +2,15 @@
 
 Every face is rasterised only over its own screen footprint: its bounding box grown by the
 soft margin beyond which its coverage is below ``eps``. Faces are grouped by footprint area
-(a handful of size buckets); each bucket is one set of batched tensor ops over a fixed-size
-pixel window per face, masked to the face's footprint, so the work and the memory follow the
-pixels the faces touch (within a factor ``_BUCKET_GROWTH``), not pixels x faces. The union
-over faces is a sum in log space, accumulated with ``index_add_`` into one flat buffer.
-Gradients come from a hand-written backward that recomputes the per-pixel terms instead of
-storing them (see :class:`_SoftSilhouetteFn`). :mod:`handanno.annotate.render_reference` is
-the dense oracle with the same maths.
+into a handful of size buckets; each bucket is one set of batched tensor ops over a
+fixed-size pixel window per face, masked to the face's footprint, so the work and the memory
+follow the pixels the faces touch (within a factor ``_BUCKET_GROWTH``), not pixels x faces.
+The union over faces is accumulated into one flat buffer (a product with
+``scatter_reduce_`` on the CPU, a sum of logs with ``index_add_`` on CUDA). Gradients come
+from a hand-written backward (:class:`_SoftSilhouetteFn`): the forward keeps, per (face,
+pixel) pair, the pixel and the few numbers the vertex gradient needs, and the backward is
+one gather and one batched reduction. :mod:`handanno.annotate.render_reference` is the
+dense oracle with the same maths. ``docs/performance.md`` has the measured speed.
 
 Convention:
     - Cameras as in :mod:`handanno.calibration.camera`: ``x_cam = R @ x_world + t``
@@ -27,11 +29,13 @@ Convention:
       unlike ``Camera.image_size = (width, height)``.
     - ``silhouettes[n, c, y, x]`` is the soft coverage in [0, 1] of render pixel ``(x, y)``
       by mesh ``n`` seen by camera ``c``.
-    - Soft coverage (Liu et al. 2019, SoftRas, Eq. 1-2): ``D_j = sigmoid(delta d^2 / sigma)``
-      with ``d`` the distance in render pixels from the pixel centre to face ``j`` (to its
-      nearest edge), ``delta = +1`` inside and ``-1`` outside; ``S = 1 - prod_j (1 - D_j)``,
-      computed as ``log(1 - S) = sum_j log(1 - D_j) = -sum_j softplus(delta d^2 / sigma)``,
-      exact and stable (no clamping needed). ``sigma`` is in squared render pixels.
+    - Soft coverage (SoftRas: Liu et al., "Soft Rasterizer", ICCV 2019): the probability
+      map ``D_j = sigmoid(delta d^2 / sigma)`` with ``d`` the distance in render pixels from
+      the pixel centre to face ``j`` (to its nearest edge), ``delta = +1`` inside and ``-1``
+      outside; the silhouette ``S = 1 - prod_j (1 - D_j)``. ``1 - D_j = sigmoid(-delta d^2 /
+      sigma)`` and ``log(1 - D_j) = -softplus(delta d^2 / sigma)`` are exact and stable, so
+      nothing is clamped; a product that underflows to 0 means ``S = 1``. ``sigma`` is in
+      squared render pixels.
     - Faces with a vertex nearer than ``znear_m`` to the camera plane (or behind it), and
       faces of exactly zero area in the render, are skipped (coverage 0, gradient 0). Both
       windings count (no back-face culling).
@@ -56,9 +60,15 @@ from handanno.errors import HandannoError
 # faster than 2); on CUDA launches cost more than pairs (not measured yet).
 _BUCKET_GROWTH = {"cpu": math.sqrt(2.0), "cuda": 2.0}
 # At most this many (face, pixel) pairs per batched op: bounds the temporaries' memory
-# (about 16 floats a pair at the peak) whatever the mesh, cameras and resolution.
+# (about 40 floats a pair at the peak) whatever the mesh, cameras and resolution. On the CPU
+# 2^15-2^19 ran within noise of each other; on CUDA big chunks amortise the launches.
 _MAX_PAIRS = {"cpu": 1 << 17, "cuda": 1 << 24}
+_MAX_RENDER_PIXELS = 1 << 22  # float32 pixel arithmetic inside a footprint stays exact below this
 _TINY_LEN2_PX2 = 1e-12  # squared edge lengths are clamped here before dividing (degenerate edges)
+# Accumulate the union as a product of (1 - D) with scatter_reduce (the CPU: sigmoid is
+# vectorised, log is not, 1 vs 14 ns an element) or as a sum of logs with index_add_ (CUDA:
+# float atomicAdd, where a product needs compare-and-swap loops). The same maths.
+_LOG_SPACE = {"cpu": False, "cuda": True}
 # The forward keeps 56 bytes a pair for the backward up to this much, else the backward recomputes.
 _SAVE_BUDGET_BYTES = {"cpu": 1 << 30, "cuda": 8 << 30}
 
@@ -89,6 +99,11 @@ class SilhouetteSettings:
         if len(size) != 2 or min(size) <= 0:
             raise HandannoError(f"SilhouetteSettings.image_size must be (H, W) > 0, got {self.image_size}")
         object.__setattr__(self, "image_size", size)
+        if size[0] * size[1] > _MAX_RENDER_PIXELS:
+            raise HandannoError(
+                f"SilhouetteSettings.image_size {size} has more than {_MAX_RENDER_PIXELS} pixels (2048 x 2048): "
+                "render a smaller window (the silhouette loss needs no more than 256 x 256)"
+            )
         if not self.sigma > 0:
             raise HandannoError(f"SilhouetteSettings.sigma must be > 0 (squared render px), got {self.sigma}")
         if not 0 < self.eps < 0.5:
@@ -154,8 +169,11 @@ def project_to_render(
 
     Args:
         verts_world: ``(N, V, 3)`` metres.
-        K, dist, R, t: ``(C, 3, 3)``, ``(C, 5)``, ``(C, 3, 3)``, ``(C, 3)`` shared by all
-            meshes, or ``(N, C, ...)`` per mesh and camera.
+        K: ``(C, 3, 3)`` intrinsics shared by all meshes, or ``(N, C, 3, 3)`` per mesh and
+            camera (the same choice for every camera argument).
+        dist: ``(C, 5)`` or ``(N, C, 5)`` ``[k1, k2, p1, p2, k3]``.
+        R: ``(C, 3, 3)`` or ``(N, C, 3, 3)`` world-to-camera rotations.
+        t: ``(C, 3)`` or ``(N, C, 3)`` world-to-camera translations, metres.
         settings: its ``image_size`` and ``znear_m`` are used.
         crop_box: ``(N, C, 4)`` or ``(C, 4)`` ``(x0, y0, width_px, height_px)`` image pixels.
         image_to_render: ``(N, C, 2, 3)`` or ``(C, 2, 3)`` affine instead of ``crop_box``.
@@ -213,8 +231,10 @@ def render_silhouettes(
     Args:
         verts_world: ``(N, V, 3)`` metres.
         faces: ``(F, 3)`` long vertex indices, shared by all meshes.
-        K, dist, R, t: ``(C, ...)`` shared or ``(N, C, ...)`` per mesh (see
-            :func:`project_to_render`).
+        K: ``(C, 3, 3)`` or ``(N, C, 3, 3)`` (see :func:`project_to_render`).
+        dist: ``(C, 5)`` or ``(N, C, 5)``.
+        R: ``(C, 3, 3)`` or ``(N, C, 3, 3)``.
+        t: ``(C, 3)`` or ``(N, C, 3)`` metres.
         settings: render size, sharpness, truncation, near plane.
         crop_box: ``(N, C, 4)`` or ``(C, 4)`` ``(x0, y0, width_px, height_px)``, image pixels.
         image_to_render: ``(N, C, 2, 3)`` or ``(C, 2, 3)`` affine instead of ``crop_box``.
@@ -328,7 +348,9 @@ def _face_tables(tri: torch.Tensor, face_ok: torch.Tensor, settings: SilhouetteS
     """Per-face constants of the inner loop, and each face's pixel footprint.
 
     Args:
-        tri: ``(B, F, 3, 2)`` render pixels; face_ok: ``(B, F)`` bool.
+        tri: ``(B, F, 3, 2)`` render pixels.
+        face_ok: ``(B, F)`` bool, False for faces to skip.
+        settings: render size and soft margin.
 
     Returns:
         ``edges (B*F, 8, 3)``: rows ``ax, ay, abx, aby, abx/|ab|^2, aby/|ab|^2, nx, ny`` for the
@@ -372,6 +394,10 @@ def _chunks(area: torch.Tensor, settings: SilhouetteSettings) -> list[_Chunk]:
 
     Args:
         area: ``(BF,)`` float footprint areas, pixels (0 = skip the face).
+        settings: the render size bounds the areas.
+
+    Returns:
+        The chunks, smallest windows first.
     """
     H, W = settings.image_size
     growth = _BUCKET_GROWTH.get(area.device.type, _BUCKET_GROWTH["cuda"])
@@ -385,7 +411,7 @@ def _chunks(area: torch.Tensor, settings: SilhouetteSettings) -> list[_Chunk]:
     counts_l, biggest_l = torch.stack([counts.to(area.dtype), biggest[:n_cls]]).tolist()  # the one sync
     max_pairs = _MAX_PAIRS.get(area.device.type, _MAX_PAIRS["cuda"])
     out, start = [], 0
-    for n, window in zip(counts_l, biggest_l):
+    for n, window in zip(counts_l, biggest_l, strict=True):
         n, window = int(n), int(window)
         if n:
             for ids in order[start:start + n].split(max(1, max_pairs // window)):
@@ -395,22 +421,32 @@ def _chunks(area: torch.Tensor, settings: SilhouetteSettings) -> list[_Chunk]:
 
 
 def _pair_terms(
-    edges: torch.Tensor, foot: torch.Tensor, base: torch.Tensor, window: int, settings: SilhouetteSettings, save: bool
+    edges: torch.Tensor,
+    foot: torch.Tensor,
+    base: torch.Tensor,
+    window: int,
+    settings: SilhouetteSettings,
+    save: bool,
+    log_space: bool,
 ) -> tuple[torch.Tensor, torch.Tensor, _Saved | None]:
-    """``1 - D`` of every (face, window pixel) pair of one chunk.
+    """``1 - D`` (or its log) of every (face, window pixel) pair of one chunk.
 
     Written for eager speed on the CPU: every op is a plain arithmetic pass (``torch.where``,
     ``gather``, ``scatter`` and integer division cost 10-20 times more there).
 
     Args:
-        edges: ``(Fb, 8, 3)``, foot: ``(Fb, 4)`` from :func:`_face_tables`; base: ``(Fb, 1)``
-            long ``b * (H * W + 1)``, the start of the face's image in the flat buffer.
+        edges: ``(Fb, 8, 3)`` from :func:`_face_tables`.
+        foot: ``(Fb, 4)`` from :func:`_face_tables`.
+        base: ``(Fb, 1)`` long ``b * (H * W + 1)``, the start of the face's image in the flat
+            buffer.
         window: pixels per face; window pixel ``k`` of a face is ``(x_lo + k mod width,
             y_lo + k div width)``, a real pixel iff ``k < width * height``.
+        settings: render size and sigma.
         save: also return what the backward needs.
+        log_space: return ``log(1 - D) = -softplus(s)`` instead of ``1 - D``.
 
     Returns:
-        ``q (Fb, S)`` ``1 - D = sigmoid(-s)``, ``pix (Fb, S)`` long flat indices into a
+        ``q (Fb, S)`` ``1 - D = sigmoid(-s)`` or its log, ``pix (Fb, S)`` long flat indices into a
         ``(B, H * W + 1)`` buffer (``b * (H * W + 1) + y * W + x``; the last slot of each
         image collects the padding pairs), and with ``save`` the :class:`_Saved` terms.
     """
@@ -418,7 +454,7 @@ def _pair_terms(
     dtype, dev = edges.dtype, edges.device
     x_lo, y_lo, width, area = (c[:, None] for c in foot.unbind(1))  # each (Fb, 1)
     k = torch.arange(window, device=dev, dtype=dtype)  # (S,)
-    row = torch.floor((k + 0.5) * (1.0 / width))  # (Fb, S) exact for windows below 2^22 px
+    row = torch.floor((k + 0.5) * (1.0 / width))  # (Fb, S) exact: windows have at most 2^22 px
     px = torch.addcmul(k, row, width, value=-1.0).add_(x_lo)  # (Fb, S) render pixel centres
     py = row.add_(y_lo)
     # padding pairs (row >= height, i.e. y >= y_lo + height) go past the image, then to its dump slot
@@ -438,10 +474,16 @@ def _pair_terms(
     dist2 = torch.minimum(torch.minimum(d2e[:, 0], d2e[:, 1]), d2e[:, 2])  # (Fb, S) to the boundary
     inside = torch.minimum(torch.minimum(side[:, 0], side[:, 1]), side[:, 2])  # (Fb, S) >= 0 iff inside
     s = torch.copysign(dist2 * (1.0 / settings.sigma), inside)  # delta d^2 / sigma
-    d = torch.sigmoid(s)  # Eq. 1 (SoftRas): D = sigmoid(delta d^2 / sigma)
-    q = 1.0 - d
-    if not save:
-        return q, pix, None
+    if log_space:
+        q = torch.nn.functional.softplus(s).neg_()  # log(1 - D)
+        if not save:
+            return q, pix, None
+        d = torch.sigmoid(s)
+    else:
+        d = torch.sigmoid(s)  # SoftRas probability map D = sigmoid(delta d^2 / sigma)
+        q = 1.0 - d
+        if not save:
+            return q, pix, None
     # dS/d(d^2) = (1 - S) D delta / sigma (S = 1 - prod q); d(d^2)/da = -2 (1 - t) r, d(d^2)/db = -2 t r
     farther = torch.sub(d2e, dist2[:, None]).sign_()  # (Fb, 3, S) 0 on the nearest edge(s), 1 elsewhere
     ties = torch.sub(3.0, farther.sum(1))  # (Fb, S) how many edges are nearest (ties share the gradient)
@@ -478,13 +520,19 @@ class _SoftSilhouetteFn(torch.autograd.Function):
         base = torch.arange(B, device=tri.device).repeat_interleave(F)[:, None] * (H * W + 1)  # (BF, 1)
         pairs = sum(len(ch.face_ids) * ch.window for ch in chunks)
         save = ctx.needs_input_grad[0] and pairs * 56 <= _save_budget_bytes(tri.device)
-        prod_q = torch.ones(B * (H * W + 1), dtype=tri.dtype, device=tri.device)  # prod_j (1 - D_j), flat
+        log_space = _LOG_SPACE.get(tri.device.type, _LOG_SPACE["cuda"])
+        prod_q = torch.full((B * (H * W + 1),), 0.0 if log_space else 1.0, dtype=tri.dtype, device=tri.device)
         saved = []
         for ch in chunks:
             ids = ch.face_ids
-            q, pix, sv = _pair_terms(edges[ids], foot[ids], base[ids], ch.window, settings, save)
-            prod_q.scatter_reduce_(0, pix.view(-1), q.view(-1), reduce="prod")  # Eq. 2 (SoftRas)
+            q, pix, sv = _pair_terms(edges[ids], foot[ids], base[ids], ch.window, settings, save, log_space)
+            if log_space:  # SoftRas silhouette: log(1 - S) = sum_j log(1 - D_j)
+                prod_q.index_add_(0, pix.view(-1), q.view(-1))
+            else:  # SoftRas silhouette: 1 - S = prod_j (1 - D_j)
+                prod_q.scatter_reduce_(0, pix.view(-1), q.view(-1), reduce="prod")
             saved.append(sv)
+        if log_space:
+            prod_q = prod_q.exp_()
         sil = (1.0 - prod_q).view(B, H * W + 1)[:, :H * W]  # S = 1 - prod_j (1 - D_j)
         ctx.settings, ctx.chunks, ctx.saved = settings, chunks, saved if save else None
         ctx.save_for_backward(tri, face_ok, prod_q)
@@ -507,7 +555,7 @@ class _SoftSilhouetteFn(torch.autograd.Function):
         for i, ch in enumerate(chunks):
             ids = ch.face_ids
             if ctx.saved is None:
-                sv = _pair_terms(edges[ids], foot[ids], base[ids], ch.window, settings, True)[2]
+                sv = _pair_terms(edges[ids], foot[ids], base[ids], ch.window, settings, True, False)[2]
             else:
                 sv = ctx.saved[i]
             g = grad_s.index_select(0, sv.pix.view(-1)).view(len(ids), ch.window, 1)  # (Fb, S, 1)

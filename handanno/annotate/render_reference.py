@@ -1,7 +1,7 @@
 """Dense reference soft silhouette renderer: every pixel against every face, plain autograd.
 
 The oracle for :mod:`handanno.annotate.render` in tests and the baseline in
-``benchmarks/bench_render.py``. Same maths (SoftRas, Liu et al. 2019, Eq. 1-2) with no
+``benchmarks/bench_render.py``. Same maths (SoftRas, Liu et al. 2019: probability map and silhouette) with no
 footprint truncation (``settings.eps`` is ignored) and no hand-written gradient: autograd
 differentiates the chunk function below. Faces are processed in chunks whose activations are
 recomputed in the backward (a minimal checkpoint; ``torch.utils.checkpoint`` would import
@@ -28,7 +28,10 @@ def _chunk_log1m(tri: torch.Tensor, face_ok: torch.Tensor, p: torch.Tensor, sigm
     """``sum_j log(1 - D_j)`` over a chunk of faces.
 
     Args:
-        tri: ``(B, Fc, 3, 2)``; face_ok: ``(B, Fc)``; p: ``(P, 2)`` pixel centres ``(x, y)``.
+        tri: ``(B, Fc, 3, 2)`` render pixels.
+        face_ok: ``(B, Fc)`` 1 for faces to draw, 0 to skip.
+        p: ``(P, 2)`` pixel centres ``(x, y)``.
+        sigma: squared render pixels.
 
     Returns:
         ``(B, P)``.
@@ -41,9 +44,9 @@ def _chunk_log1m(tri: torch.Tensor, face_ok: torch.Tensor, p: torch.Tensor, sigm
     d2 = ((ap - t[..., None] * ab) ** 2).sum(-1).amin(2)  # (B, Fc, P) squared distance to the triangle's edges
     cross = ab[..., 0] * ap[..., 1] - ab[..., 1] * ap[..., 0]  # (B, Fc, 3, P)
     inside = (cross >= 0).all(2) | (cross <= 0).all(2)  # either winding
-    s = torch.where(inside, d2, -d2) / sigma  # Eq. 1 (SoftRas): D = sigmoid(s)
+    s = torch.where(inside, d2, -d2) / sigma  # SoftRas probability map: D = sigmoid(s)
     log1m = -torch.nn.functional.softplus(s)  # log(1 - D)
-    return (log1m * face_ok[..., None]).sum(1)  # Eq. 2 in log space
+    return (log1m * face_ok[..., None]).sum(1)  # SoftRas silhouette, in log space
 
 
 class _Recomputed(torch.autograd.Function):
@@ -70,7 +73,9 @@ def soft_silhouettes_from_uv_dense(
     """Dense counterpart of :func:`handanno.annotate.render.soft_silhouettes_from_uv`.
 
     Args:
-        uv_render: ``(B, V, 2)`` render pixels; vert_ok: ``(B, V)`` bool; faces: ``(F, 3)``.
+        uv_render: ``(B, V, 2)`` render pixels.
+        vert_ok: ``(B, V)`` bool; faces with a vertex that is not ok are skipped.
+        faces: ``(F, 3)`` long.
         settings: render size and ``sigma`` (``eps`` unused: nothing is truncated).
 
     Returns:

@@ -443,6 +443,8 @@ def diagnose_board(image: np.ndarray, spec: BoardSpec, detector_params=None) -> 
             found_ids = _count_markers(grey, name, detector_params)
             if len(found_ids) > len(best_ids):
                 best, best_ids = name, found_ids
+            if len(best_ids) >= 4:  # families rarely decode each other's markers; stop at a clear match
+                break
         if best is not None and len(best_ids) >= 2:
             guess = _smallest_dictionary(best, int(best_ids.max()))
             family = f"the {best[: -len('1000')]}* family" if best.endswith("_1000") else best

@@ -1693,19 +1693,31 @@ def _rows_sum_to_one(x: np.ndarray) -> np.ndarray:
     return x
 
 
-def build_surface_like(sk: Skeleton, topo: Topology, template: np.ndarray, template_rays: np.ndarray) -> np.ndarray:
+def build_surface_like(sk: Skeleton, topo: Topology, template: np.ndarray) -> np.ndarray:
     """Vertices ``(V, 3)`` of the hand ``sk`` that correspond to ``template``'s (construction order).
 
-    The vertices placed by rays are cast as in :func:`build_surface`; each relaxed one
-    (palm, webs, thumb base) keeps the offset that relaxation gave it in the template
-    (``template - template_rays``, where ``template_rays`` are the template's vertices
-    before relaxing) and is projected onto the new surface. So a vertex keeps its place on
-    the hand instead of sliding as a fresh relaxation would let it, and the shape blend
-    shapes stay smooth enough to extrapolate to 3 standard deviations without folds.
+    The vertices placed by rays are cast as in :func:`build_surface`; the relaxed ones
+    (palm, webs, thumb base) move by the harmonic interpolation of the ray-placed
+    vertices' displacements from ``template`` and are projected onto the new surface. So
+    a vertex keeps its place on the hand rather than sliding as a fresh relaxation would
+    let it, and the shape blend shapes stay smooth enough to extrapolate to 3 standard
+    deviations without folds.
     """
+    import scipy.sparse
+    import scipy.sparse.linalg
+
     p, sdf = _initial_surface(sk, topo.hole_ring)
-    u = topo.relax
-    p[u] = project_to_surface(sdf, p[u] + (template[u] - template_rays[u]), 6)
+    disp = p - template
+    V = len(p)
+    e = np.concatenate([topo.faces[:, [0, 1]], topo.faces[:, [1, 2]], topo.faces[:, [2, 0]]])
+    adj = scipy.sparse.coo_matrix((np.ones(len(e)), (e[:, 0], e[:, 1])), shape=(V, V)).tocsr()
+    adj = ((adj + adj.T) > 0).astype(np.float64)
+    lap = (scipy.sparse.diags(np.asarray(adj.sum(axis=1)).ravel()) - adj).tocsr()  # (V, V) graph Laplacian
+    u, k = np.nonzero(topo.relax)[0], np.nonzero(~topo.relax)[0]
+    A = lap[u][:, u].tocsc()
+    rhs = -(lap[u][:, k] @ disp[k])  # (U, 3)
+    disp[u] = np.stack([scipy.sparse.linalg.spsolve(A, rhs[:, c]) for c in range(3)], axis=1)
+    p[u] = project_to_surface(sdf, template[u] + disp[u], 6)
     return p
 
 
@@ -1718,11 +1730,10 @@ def shape_directions(topo: Topology, verts: np.ndarray, sk: Skeleton) -> np.ndar
     """
     out = np.zeros((len(verts), 3, NUM_BETAS))
     out[:, :, 0] = SHAPE_BASIS[0][1] * (verts - sk.wrist)
-    rays, _ = _initial_surface(sk, topo.hole_ring)
     base = HandShape()
     for i, (name, std, _) in enumerate(SHAPE_BASIS[1:], start=1):
         shape = replace(base, **{name: getattr(base, name) + std})
-        out[:, :, i] = build_surface_like(skeleton(shape), topo, verts, rays) - verts
+        out[:, :, i] = build_surface_like(skeleton(shape), topo, verts) - verts
     return out
 
 

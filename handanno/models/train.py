@@ -150,10 +150,11 @@ def _yaml_lines(obj: Any, indent: int = 0) -> list[str]:
 
 
 def config_to_dict(cfg: TrainConfig, task: Task | None = None) -> dict[str, Any]:
-    """Plain dict of the config; with ``task``, ``model_config`` is the model's full resolved config."""
+    """Plain dict of the config; with ``task``, the model's full config and the data settings it uses."""
     d = dataclasses.asdict(cfg)
     if task is not None:
         d["model_config"] = dataclasses.asdict(task.config)
+        d["data"] = dataclasses.asdict(task.data_config(cfg.data))
     return d
 
 

@@ -123,5 +123,5 @@ def plot_predictions(task: Any, batch: dict[str, torch.Tensor], outputs: Any, pa
             ax2.imshow(maps[i].max(dim=0).values.numpy(), cmap="magma")
             ax2.set_title(f"max heatmap, conf {float(conf[i].mean()):.2f}", fontsize=8)
     gt_style = "grey dashed" if kind == "lift" else "white"
-    fig.suptitle(f"{kind}: ground truth {gt_style}, prediction coloured by finger", fontsize=9)
+    fig.suptitle(f"{kind}: ground truth {gt_style}, prediction coloured by finger", fontsize=9, y=1.02)
     _save(fig, path)

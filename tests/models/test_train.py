@@ -1,4 +1,5 @@
 import csv
+import dataclasses
 import json
 import os
 import shutil
@@ -82,7 +83,9 @@ def test_checkpoint_reloads_to_identical_outputs(cpm_run):
     assert ckpt["kind"] == "cpm" and ckpt["model_config"]["width"] == TINY_CPM["width"]
     assert ckpt["step"] == result.steps == 4 and ckpt["epoch"] == 2  # 9 training samples, batch 4, drop_last
     assert set(ckpt["optimizer"]["state"])  # optimizer state travels with the model
-    assert train_config_from_dict(ckpt["train_config"]).data == cfg.data
+    saved = train_config_from_dict(ckpt["train_config"])
+    assert saved.data == dataclasses.replace(cfg.data, crop_size=32)  # the data settings the model used
+    assert saved.model_config == ckpt["model_config"] and saved.labels == cfg.labels
     again, _ = load_task(result.last_checkpoint, "cpu")
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
