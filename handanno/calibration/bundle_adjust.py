@@ -556,12 +556,13 @@ def bundle_adjust(
     if settings.jacobian not in ("analytic", "2-point"):
         raise HandannoError(f"jacobian must be 'analytic' or '2-point', got {settings.jacobian!r}")
     analytic = settings.jacobian == "analytic"
+    D = None
     if settings.precondition:
         J0 = jacobian(x0, *args) if analytic else structured_jacobian(x0, *args)
         D = block_jacobi_preconditioner(J0, parameter_blocks(layout))
         fun, jac, z0, fun_args = _preconditioned_residuals, _preconditioned_jacobian, np.zeros_like(x0), (x0, D, *args)
     else:
-        D, fun, jac, z0, fun_args = None, residuals, jacobian, x0, args
+        fun, jac, z0, fun_args = residuals, jacobian, x0, args
     jac_kw = {"jac": jac} if analytic else {"jac": "2-point", "jac_sparsity": sparsity}
     sol = least_squares(
         fun, z0, **jac_kw, method="trf", loss=settings.loss, f_scale=settings.f_scale_px, x_scale="jac",

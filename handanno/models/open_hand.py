@@ -141,10 +141,10 @@ PALM_CENTRE_Z = -0.003  # palm_width scales lateral positions about this plane
 #: fingertip pad.
 FINGER_DESIGN = {
     #          MCP (x, y, z)              spread  (P1,    P2,    P3)       half-widths MCP, PIP, DIP, tip
-    "index": ((0.003, 0.004, 0.026), 6.0, (0.040, 0.025, 0.022), (0.0097, 0.0088, 0.0077, 0.0067)),
+    "index": ((0.003, 0.004, 0.027), 6.0, (0.040, 0.025, 0.022), (0.0097, 0.0088, 0.0077, 0.0067)),
     "middle": ((0.000, 0.005, 0.005), 1.0, (0.044, 0.027, 0.022), (0.0099, 0.0090, 0.0079, 0.0069)),
-    "ring": ((0.005, 0.003, -0.014), -6.0, (0.042, 0.027, 0.022), (0.0093, 0.0084, 0.0074, 0.0065)),
-    "pinky": ((0.016, 0.000, -0.031), -13.0, (0.034, 0.020, 0.020), (0.0082, 0.0074, 0.0065, 0.0057)),
+    "ring": ((0.005, 0.003, -0.0148), -6.0, (0.042, 0.027, 0.022), (0.0093, 0.0084, 0.0074, 0.0065)),
+    "pinky": ((0.016, 0.000, -0.0325), -13.0, (0.034, 0.020, 0.020), (0.0082, 0.0074, 0.0065, 0.0057)),
 }
 FINGER_ASPECT = 1.12  # width / thickness of finger cross-sections
 #: Thumb: CMC joint, then per bone (in-plane angle from distal towards radial, palmar tilt,
@@ -980,7 +980,7 @@ def self_intersections(verts: np.ndarray, faces: np.ndarray, eps: float = 1e-12)
 
     An edge of one triangle passing through the other (Moller-Trumbore, strictly inside
     both, so touching at a point does not count) means the two cross. Candidates are the
-    pairs whose centroids are closer than twice the longest edge.
+    pairs whose bounding spheres and boxes overlap.
 
     (open3d's ``is_self_intersecting`` reports some far-apart, nearly coplanar triangle
     pairs as crossing; this is the check handanno uses.)
@@ -988,8 +988,13 @@ def self_intersections(verts: np.ndarray, faces: np.ndarray, eps: float = 1e-12)
     from scipy.spatial import cKDTree
 
     tri = np.asarray(verts, dtype=np.float64)[np.asarray(faces)]  # (F, 3, 3)
-    edges = np.linalg.norm(tri - np.roll(tri, 1, axis=1), axis=2)
-    pairs = cKDTree(tri.mean(axis=1)).query_pairs(2.0 * float(edges.max()), output_type="ndarray")  # (P, 2)
+    centre = tri.mean(axis=1)
+    radius = np.linalg.norm(tri - centre[:, None], axis=2).max(axis=1)  # bounding spheres
+    pairs = cKDTree(centre).query_pairs(2.0 * float(radius.max()), output_type="ndarray")  # (P, 2)
+    near = np.linalg.norm(centre[pairs[:, 0]] - centre[pairs[:, 1]], axis=1) < radius[pairs[:, 0]] + radius[pairs[:, 1]]
+    lo, hi = tri.min(axis=1), tri.max(axis=1)
+    near &= np.all((lo[pairs[:, 0]] <= hi[pairs[:, 1]]) & (lo[pairs[:, 1]] <= hi[pairs[:, 0]]), axis=1)
+    pairs = pairs[near]
     fa, fb = np.asarray(faces)[pairs[:, 0]], np.asarray(faces)[pairs[:, 1]]
     shared = (fa[:, :, None] == fb[:, None, :]).any(axis=(1, 2))
     pairs = pairs[~shared]
