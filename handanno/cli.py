@@ -373,11 +373,13 @@ if __name__ == "__main__":
 @click.option("--out", type=click.Path(file_okay=False), default="handanno-demo", show_default=True,
               help="Folder for the capture, the calibration report, the fits, labels and overlays.")
 @click.option("--cameras", type=int, default=8, show_default=True)
-@click.option("--frames", type=int, default=20, show_default=True)
+@click.option("--frames", type=int, default=10, show_default=True)
 @click.option("--image-size", default="640x480", show_default=True, help="WIDTHxHEIGHT in pixels.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
-def demo_cmd(out: str, cameras: int, frames: int, image_size: str, seed: int, device: str) -> None:
+@click.option("--silhouette/--no-silhouette", default=False, show_default=True,
+              help="Also fit silhouettes (GrabCut masks); off until that stage improves accuracy.")
+def demo_cmd(out: str, cameras: int, frames: int, image_size: str, seed: int, device: str, silhouette: bool) -> None:
     """Run the whole job on a synthetic capture: synth, calibrate, fit, export; print the numbers."""
     from pathlib import Path
 
@@ -385,5 +387,6 @@ def demo_cmd(out: str, cameras: int, frames: int, image_size: str, seed: int, de
     from handanno.calibration.rig_io import parse_image_size
 
     summary = run_demo(DemoSettings(out_dir=Path(out), num_cameras=cameras, num_frames=frames,
-                                    image_size=parse_image_size(image_size), seed=seed, device=device))
+                                    image_size=parse_image_size(image_size), seed=seed, device=device,
+                                    silhouette=silhouette))
     click.echo(format_summary(summary))

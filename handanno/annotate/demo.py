@@ -41,13 +41,17 @@ class DemoSettings:
 
     out_dir: Path
     num_cameras: int = 8
-    num_frames: int = 20
+    num_frames: int = 10
     image_size: tuple[int, int] = (640, 480)
     seed: int = 0
     keypoint_noise_px: float = 2.0
     outlier_rate: float = 0.05
     calib_views: int = 20
     device: str = "auto"
+    # The silhouette stage currently lowers accuracy and dominates CPU time (see the fit
+    # issue's note), so the demo fits keypoints only until it is fixed; `handanno fit`
+    # still runs it by default.
+    silhouette: bool = False
     progress: bool = True
 
 
@@ -81,7 +85,7 @@ def run_demo(settings: DemoSettings) -> dict:
 
     t0 = time.perf_counter()
     report = run_pipeline(PipelineSettings(session=session_dir, device=settings.device, overlays=True,
-                                           progress=settings.progress))
+                                           silhouette=settings.silhouette, progress=settings.progress))
     t_fit = time.perf_counter() - t0
     baseline = _triangulation_baseline(session_dir)
 
