@@ -474,6 +474,14 @@ class ManoLayer(torch.nn.Module):
                 f"{ref.device}; move one of them (layer.to(device, dtype) or tensor.to(...))"
             )
 
+    def _check_pose_inputs(self, pose: torch.Tensor, betas: torch.Tensor, trans: torch.Tensor) -> None:
+        check_shape(pose, ("B", NUM_POSE), "pose")
+        B = pose.shape[0]
+        check_shape(betas, (B, NUM_BETAS), "betas")
+        check_shape(trans, (B, 3), "trans")
+        for x, what in ((pose, "pose"), (betas, "betas"), (trans, "trans")):
+            self._check_input(x, what)
+
     def forward(self, pose: torch.Tensor, betas: torch.Tensor, trans: torch.Tensor) -> HandOutput:
         """Pose and shape the hand.
 
@@ -490,12 +498,7 @@ class ManoLayer(torch.nn.Module):
         Raises:
             HandannoError: a shape, dtype or device does not match.
         """
-        check_shape(pose, ("B", NUM_POSE), "pose")
-        B = pose.shape[0]
-        check_shape(betas, (B, NUM_BETAS), "betas")
-        check_shape(trans, (B, 3), "trans")
-        for x, what in ((pose, "pose"), (betas, "betas"), (trans, "trans")):
-            self._check_input(x, what)
+        self._check_pose_inputs(pose, betas, trans)
 
         full_pose = pose + self.pose_mean  # (B, 48)
         vertices, mano_joints = mano_forward(
@@ -521,12 +524,7 @@ class ManoLayer(torch.nn.Module):
         Skins just the 5 fingertip vertices (the 16 joints come from the kinematic chain),
         so it costs a small fraction of the full mesh; the fitter's keypoint stages use it.
         """
-        check_shape(pose, ("B", NUM_POSE), "pose")
-        B = pose.shape[0]
-        check_shape(betas, (B, NUM_BETAS), "betas")
-        check_shape(trans, (B, 3), "trans")
-        for x, what in ((pose, "pose"), (betas, "betas"), (trans, "trans")):
-            self._check_input(x, what)
+        self._check_pose_inputs(pose, betas, trans)
         full_pose = pose + self.pose_mean  # (B, 48)
         tips, mano_joints = mano_forward(
             full_pose,
