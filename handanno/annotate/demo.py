@@ -25,6 +25,7 @@ from handanno.annotate.synth import SynthSettings, synthesize
 from handanno.calibration.board import parse_board_spec
 from handanno.calibration.calib_io import calibrate_directory
 from handanno.calibration.calibrate import CalibrateSettings
+from handanno.calibration.camera import CameraRig
 from handanno.calibration.rig_compare import compare_rigs
 from handanno.calibration.rig_io import read_rig, write_rig
 from handanno.calibration.triangulate import triangulate_robust
@@ -80,8 +81,13 @@ def run_demo(settings: DemoSettings) -> dict:
     true_rig = read_rig(session_dir / "rig.json")
     rig_err = compare_rigs(calib.rig, true_rig)
     # The fit uses the calibrated rig, as a user's would; the truth stays beside it.
+    # Calibration's world is cam0; the ground truth's is synth's. Anchor the calibrated rig on
+    # cam0's true pose (what a user does to put a rig in a chosen frame) so fits and truth
+    # share one world: R_c = R_c,cal R_0, t_c = R_c,cal t_0 + t_c,cal.
+    cam0 = true_rig[calib.rig.names[0]]
+    anchored = CameraRig.from_cameras(c.with_pose(c.R @ cam0.R, c.R @ cam0.t + c.t) for c in calib.rig)
     shutil.copy(session_dir / "rig.json", session_dir / "rig_true.json")
-    write_rig(calib.rig, session_dir / "rig.json")
+    write_rig(anchored, session_dir / "rig.json")
 
     t0 = time.perf_counter()
     report = run_pipeline(PipelineSettings(session=session_dir, device=settings.device, overlays=True,
