@@ -49,7 +49,7 @@ import hashlib
 import logging
 import pickle
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, fields, replace
 from functools import lru_cache
 from pathlib import Path
 
@@ -66,12 +66,18 @@ MODEL_VERSION = "1.0"
 ASSET_FILES = {"right": "open_hand_right.pkl", "left": "open_hand_left.pkl"}
 
 # MANO order of the fingers' chains: (MCP/CMC, PIP/MCP, DIP/IP) joint ids.
-FINGER_JOINTS = {"index": (1, 2, 3), "middle": (4, 5, 6), "pinky": (7, 8, 9), "ring": (10, 11, 12), "thumb": (13, 14, 15)}
+FINGER_JOINTS = {
+    "index": (1, 2, 3),
+    "middle": (4, 5, 6),
+    "pinky": (7, 8, 9),
+    "ring": (10, 11, 12),
+    "thumb": (13, 14, 15),
+}
 #: FreiHAND finger order (as TIP_VERTEX_IDS): thumb, index, middle, ring, pinky.
 FINGERS = ("thumb", "index", "middle", "ring", "pinky")
 LONG_FINGERS = ("index", "middle", "ring", "pinky")  # radial to ulnar
+WEB_PAIRS = (("index", "middle"), ("middle", "ring"), ("ring", "pinky"))  # (radial, ulnar) finger of each web
 
-DISTAL = np.array([-1.0, 0.0, 0.0])
 DORSAL = np.array([0.0, 1.0, 0.0])
 RADIAL = np.array([0.0, 0.0, 1.0])
 
@@ -124,7 +130,7 @@ def shape_from_betas(betas: Sequence[float]) -> HandShape:
     betas = np.asarray(betas, dtype=np.float64)
     check_shape(betas, (NUM_BETAS,), "betas")
     base = HandShape()
-    values = {name: getattr(base, name) + float(b) * std for (name, std, _), b in zip(SHAPE_BASIS, betas)}
+    values = {name: getattr(base, name) + float(b) * std for (name, std, _), b in zip(SHAPE_BASIS, betas, strict=True)}
     return HandShape(**values)
 
 
@@ -135,10 +141,11 @@ def shape_from_betas(betas: Sequence[float]) -> HandShape:
 # Design values of the mean right hand (metres, degrees), before the HandShape factors.
 WRIST_JOINT = (0.093, 0.006, 0.004)  # MANO's template has its wrist joint near (0.096, 0.006, 0.006)
 PALM_CENTRE_Z = -0.003  # palm_width scales lateral positions about this plane
-#: Knuckle (MCP) joint centres; lengths are joint-centre distances after adult averages
-#: (e.g. Buryanov & Kotiuk 2010: proximal/middle/distal phalanx ~ 40/23/16 mm index,
-#: 45/27/18 mm middle, 41/26/17 mm ring, 33/18/16 mm little), distal lengths including the
-#: fingertip pad.
+#: Knuckle (MCP) joint centres, spread of each finger from the hand's axis, bone lengths as
+#: joint-centre distances (proximal, middle, distal phalanx; the distal one to the end of
+#: the fingertip pad), chosen to match adult averages of phalanx lengths (proximal >
+#: middle, ratios ~1.6-1.7) and a wrist-to-middle-fingertip length of 0.186 m; half-widths
+#: at the joints and the tip.
 FINGER_DESIGN = {
     #          MCP (x, y, z)              spread  (P1,    P2,    P3)       half-widths MCP, PIP, DIP, tip
     "index": ((0.003, 0.004, 0.027), 6.0, (0.040, 0.025, 0.022), (0.0097, 0.0088, 0.0077, 0.0067)),
@@ -238,7 +245,11 @@ def skeleton(shape: HandShape = HandShape()) -> Skeleton:
     def palm_point(p: Sequence[float]) -> np.ndarray:
         p = np.array(p, dtype=np.float64)
         return np.array(
-            [wrist[0] + (p[0] - wrist[0]) * shape.palm_length, p[1], PALM_CENTRE_Z + (p[2] - PALM_CENTRE_Z) * shape.palm_width]
+            [
+                wrist[0] + (p[0] - wrist[0]) * shape.palm_length,
+                p[1],
+                PALM_CENTRE_Z + (p[2] - PALM_CENTRE_Z) * shape.palm_width,
+            ]
         )
 
     fingers: dict[str, Finger] = {}
@@ -328,7 +339,9 @@ def sd_round_cone(q_axial: np.ndarray, q_radial: np.ndarray, r1: float, r2: floa
     Args:
         q_axial: ``(N,)`` coordinate along the axis from the first centre.
         q_radial: ``(N,)`` distance from the axis.
-        r1, r2: the radii; length: the distance of the centres (> |r1 - r2|).
+        r1: radius at the first centre.
+        r2: radius at the second centre.
+        length: distance between the centres (more than ``|r1 - r2|``).
     """
     b = (r1 - r2) / length
     a = np.sqrt(1.0 - b * b)
@@ -444,7 +457,11 @@ def hand_sdf(sk: Skeleton) -> Callable[[np.ndarray], np.ndarray]:
     def at(x_rel: float, y: float, z: float) -> np.ndarray:
         """A palm point given relative to the wrist joint in design units, with the shape factors."""
         return w + size * np.array(
-            [x_rel * s.palm_length, (y - WRIST_JOINT[1]) * thick, (z - PALM_CENTRE_Z) * s.palm_width + PALM_CENTRE_Z - WRIST_JOINT[2]]
+            [
+                x_rel * s.palm_length,
+                (y - WRIST_JOINT[1]) * thick,
+                (z - PALM_CENTRE_Z) * s.palm_width + PALM_CENTRE_Z - WRIST_JOINT[2],
+            ]
         )
 
     digits = _Cones.make([c for f in [th] + long_f for c in _digit_cones(f)])  # 5 x 6 cones
@@ -454,11 +471,15 @@ def hand_sdf(sk: Skeleton) -> Callable[[np.ndarray], np.ndarray]:
     for f in long_f:
         base = at(-0.021, 0.006, bases[f.name])
         lat = _unit(np.cross(DORSAL, _unit(f.joints[0] - base)))
-        items.append((base, f.joints[0], lat, DORSAL, 0.0115 * size * s.palm_width**0.5, f.widths[0] * 1.06, 1.30 / thick))
+        items.append(
+            (base, f.joints[0], lat, DORSAL, 0.0115 * size * s.palm_width**0.5, f.widths[0] * 1.06, 1.30 / thick)
+        )
     wr_r = 0.0270 * size * s.palm_width
-    items.append((at(-0.030, 0.005, -0.001), at(0.040, 0.005, -0.001), RADIAL, DORSAL, wr_r, wr_r, 1.55 / thick * s.palm_width))
+    items.append(
+        (at(-0.030, 0.005, -0.001), at(0.040, 0.005, -0.001), RADIAL, DORSAL, wr_r, wr_r, 1.55 / thick * s.palm_width)
+    )
     # webs: flat capsules across the base of each pair of neighbouring fingers
-    for fa, fb in zip(long_f[:-1], long_f[1:]):
+    for fa, fb in zip(long_f[:-1], long_f[1:], strict=True):
         a = fa.joints[0] + WEB_S * size * fa.dirs[0] - WEB_DROP * size * thick * DORSAL
         b = fb.joints[0] + WEB_S * size * fb.dirs[0] - WEB_DROP * size * thick * DORSAL
         lat = _unit(np.cross(DORSAL, _unit(b - a)))
@@ -467,10 +488,21 @@ def hand_sdf(sk: Skeleton) -> Callable[[np.ndarray], np.ndarray]:
     palm_cones = _Cones.make(items)
     eye = np.eye(3)
     ellipsoids = [
-        (at(-0.053, -0.001, -0.002), eye, size * np.array([0.044 * s.palm_length, 0.0125 * thick, 0.031 * s.palm_width])),
-        (at(-0.040, -0.002, -0.025), eye, size * np.array([0.032 * s.palm_length, 0.0115 * thick, 0.0115 * s.palm_width])),
         (
-            th.joints[0] + 0.45 * th.lengths[0] * th.dirs[0] - 0.004 * size * th.lateral[0] - 0.005 * size * thick * th.dorsal[0],
+            at(-0.053, -0.001, -0.002),
+            eye,
+            size * np.array([0.044 * s.palm_length, 0.0125 * thick, 0.031 * s.palm_width]),
+        ),
+        (
+            at(-0.040, -0.002, -0.025),
+            eye,
+            size * np.array([0.032 * s.palm_length, 0.0115 * thick, 0.0115 * s.palm_width]),
+        ),
+        (
+            th.joints[0]
+            + 0.45 * th.lengths[0] * th.dirs[0]
+            - 0.004 * size * th.lateral[0]
+            - 0.005 * size * thick * th.dorsal[0],
             _axes_along(th.dirs[0], th.dorsal[0]),
             size * np.array([0.024 * s.thumb_length, 0.0145 * s.palm_width, 0.0125 * thick]),
         ),
@@ -486,7 +518,7 @@ def hand_sdf(sk: Skeleton) -> Callable[[np.ndarray], np.ndarray]:
         d = pc[:, 0]
         for k in range(1, 4):
             d = smooth_min(d, pc[:, k], k_mc)
-        for (c, ax, r), k in zip(ellipsoids, (k_pad, k_pad, k_mc)):
+        for (c, ax, r), k in zip(ellipsoids, (k_pad, k_pad, k_mc), strict=True):
             d = smooth_min(d, sd_ellipsoid(p, c, ax, r), k)
         d = smooth_min(d, pc[:, 4], k_wrist)
         for k in range(5, 8):
@@ -509,7 +541,8 @@ PALM_COLS = 26  # around the palm: 0 radial side, 1-12 dorsal (radial->ulnar), 1
 PALM_ROWS = 9  # planar rows from the wrist rim (0) to just below the knuckles (8); ring K above them
 #: Dorsal x of each planar row relative to the wrist joint (design units, palm_length scaled).
 PALM_ROW_X = (0.0145, 0.0045, -0.0075, -0.0195, -0.0315, -0.0435, -0.0555, -0.0675, -0.0800)
-#: ... blended (weights PALM_ROW_ARC) towards x relative to each column's knuckle, so the top rows follow the knuckle arc.
+#: ... blended (weights PALM_ROW_ARC) towards x relative to each column's knuckle, so the
+#: top rows follow the knuckle arc.
 PALM_ROW_REL = (0.0, 0.0, 0.0, 0.0, 0.0, 0.045, 0.033, 0.021, 0.010)
 PALM_ROW_ARC = (0.0, 0.0, 0.0, 0.0, 0.0, 0.25, 0.5, 0.8, 1.0)
 PALM_ROW_SKEW = (0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.001, 0.003, 0.005)  # palmar side further distal (m)
@@ -526,7 +559,12 @@ THUMB_TRANSITION = (14, 12, 12, 12)
 THUMB_RING = 12
 THUMB_RING_S = ((0, 0.92), (1, 0.16), (1, 0.43), (1, 0.70), (2, 0.0), (2, 0.45))
 # Ring 0 of each finger lies on the knuckle line; these ring positions are shared with the palm.
-RING0_KS = {"index": (0, 1, 2, 3, 5, 6, 7), "middle": (1, 2, 3, 5, 6, 7), "ring": (1, 2, 3, 5, 6, 7), "pinky": (1, 2, 3, 4, 5, 6, 7)}
+RING0_KS = {
+    "index": (0, 1, 2, 3, 5, 6, 7),
+    "middle": (1, 2, 3, 5, 6, 7),
+    "ring": (1, 2, 3, 5, 6, 7),
+    "pinky": (1, 2, 3, 4, 5, 6, 7),
+}
 CAP_INTERIOR = 12  # on the midline between dorsal and palmar columns of the wrist rim
 RING0_S = 0.003  # ring 0 (dorsal side) lies this far distal of the knuckle joint (m)
 FIRST_RING_S = 0.019  # the first ring after it, just beyond the webs (m)
@@ -686,7 +724,7 @@ def _polys(bl: Blocks, hole_ring: np.ndarray) -> list[tuple[int, ...]]:
             polys += _zip(rings[f][i], rings[f][i + 1])
         fan(rings[f][-1], tips[f])
     # webs: finger a (radial) and its ulnar neighbour b
-    for w, (fa, fb) in zip(bl.webs, zip(LONG_FINGERS[:-1], LONG_FINGERS[1:])):
+    for w, (fa, fb) in zip(bl.webs, WEB_PAIRS, strict=True):
         loop = _web_loop(bl, fa, fb)
         polys.extend((w, loop[k], loop[(k + 1) % 6]) for k in range(6))
     # thumb
@@ -730,7 +768,9 @@ def _thumb_ring_s(f: Finger) -> np.ndarray:
     return np.array([f.arc[seg] + frac * lens[seg] for seg, frac in THUMB_RING_S])
 
 
-def _tube_rays(f: Finger, s: np.ndarray, m: int, skew: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _tube_rays(
+    f: Finger, s: np.ndarray, m: int, skew: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Ray origins, directions and expected radii ``(len(s) * m, ...)`` for rings around a digit's axis."""
     theta = 2.0 * np.pi * np.arange(m) / m
     ss = np.repeat(s, m)
@@ -783,7 +823,9 @@ def _palm_rays(sk: Skeleton, ring_k_pos: np.ndarray) -> tuple[np.ndarray, np.nda
     h_med = 0.009 * size * s.thickness  # medial segment is this far inside the thinnest part
     y_c = w[1] - 0.001 * size * s.thickness
     x_mcp = np.array([sk.fingers[f].joints[0, 0] for f, _ in _ring_k_of_col()])  # (PALM_COLS,)
-    phi_even = np.array([0.0] + [np.pi * i / 13 for i in range(1, 13)] + [np.pi] + [np.pi + np.pi * j / 13 for j in range(1, 13)])
+    phi_even = np.array(
+        [0.0] + [np.pi * i / 13 for i in range(1, 13)] + [np.pi] + [np.pi + np.pi * j / 13 for j in range(1, 13)]
+    )
     bases, dirs, rads = [], [], []
     for r in range(PALM_ROWS):
         x = w[0] + PALM_ROW_X[r] * size * s.palm_length
@@ -807,15 +849,18 @@ def _palm_rays(sk: Skeleton, ring_k_pos: np.ndarray) -> tuple[np.ndarray, np.nda
     return np.concatenate(bases), np.concatenate(dirs), np.concatenate(rads)
 
 
-def cast_rays(sdf: Callable[[np.ndarray], np.ndarray], origin: np.ndarray, direction: np.ndarray,
-              t_max: float = 0.1) -> np.ndarray:
+def cast_rays(
+    sdf: Callable[[np.ndarray], np.ndarray], origin: np.ndarray, direction: np.ndarray, t_max: float = 0.1
+) -> np.ndarray:
     """Distance along each ray from ``origin`` (inside) to where it first leaves the surface.
 
     Marches by 0.8 of the distance bound (at least 0.4 mm) until the value turns
     positive, then refines the bracket by regula falsi (Illinois variant).
 
     Args:
-        sdf: the implicit surface; origin, direction: ``(N, 3)``, unit directions.
+        sdf: the implicit surface.
+        origin: ``(N, 3)`` ray origins, inside the surface.
+        direction: ``(N, 3)`` unit directions.
         t_max: give up beyond this distance (the result is then about ``t_max``).
 
     Returns:
@@ -881,7 +926,7 @@ def _rays(sk: Skeleton) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     oc, dc, rc = _cap_rays(f, THUMB_RING)
     ids = np.concatenate(bl.rings["thumb"][len(THUMB_TRANSITION) :] + [[bl.tips["thumb"]]])
     put(ids, np.concatenate([o, oc]), np.concatenate([d, dc]), np.concatenate([r, rc]))
-    for w, (fa, fb) in zip(bl.webs, zip(LONG_FINGERS[:-1], LONG_FINGERS[1:])):
+    for w, (fa, fb) in zip(bl.webs, WEB_PAIRS, strict=True):
         a, b = sk.fingers[fa], sk.fingers[fb]
         o = 0.5 * (a.joints[0] + b.joints[0]) - 0.002 * size * DORSAL
         put(np.array([w]), o[None], (a.dirs[0] + b.dirs[0])[None], np.array([0.008 * size]))
@@ -1030,8 +1075,14 @@ PREVIEW_VIEWS = (
 )
 
 
-def render_views(verts: np.ndarray, faces: np.ndarray, views: Sequence = PREVIEW_VIEWS, size_px: int = 360,
-                 colour_bgr: Sequence[float] = (150, 180, 225), wireframe: bool = False) -> np.ndarray:
+def render_views(
+    verts: np.ndarray,
+    faces: np.ndarray,
+    views: Sequence = PREVIEW_VIEWS,
+    size_px: int = 360,
+    colour_bgr: Sequence[float] = (150, 180, 225),
+    wireframe: bool = False,
+) -> np.ndarray:
     """Shaded renders of a mesh from several directions, side by side.
 
     Casts one ray per pixel from a pinhole camera with open3d's ``RaycastingScene`` and
@@ -1039,7 +1090,8 @@ def render_views(verts: np.ndarray, faces: np.ndarray, views: Sequence = PREVIEW
     Back faces (inside-out triangles) are drawn red so winding errors show.
 
     Args:
-        verts: ``(V, 3)`` metres; faces: ``(F, 3)``.
+        verts: ``(V, 3)`` metres.
+        faces: ``(F, 3)`` vertex ids.
         views: (name, towards-camera direction, up) per panel, in the mesh's frame.
         size_px: each panel is ``size_px`` square.
         colour_bgr: the skin colour.
@@ -1105,15 +1157,16 @@ def render_views(verts: np.ndarray, faces: np.ndarray, views: Sequence = PREVIEW
 # The surface: rays, projection, relaxation.
 # ---------------------------------------------------------------------------------------
 
-RELAX_ITERS = 16
+RELAX_ITERS = 32
 RELAX_STEP = 0.5
 
 
 _OFFSETS = np.concatenate([np.zeros((1, 3)), np.eye(3)])  # (4, 3)
 
 
-def sdf_value_and_gradient(sdf: Callable[[np.ndarray], np.ndarray], p: np.ndarray,
-                           h: float = 1e-6) -> tuple[np.ndarray, np.ndarray]:
+def sdf_value_and_gradient(
+    sdf: Callable[[np.ndarray], np.ndarray], p: np.ndarray, h: float = 1e-6
+) -> tuple[np.ndarray, np.ndarray]:
     """``sdf(p)`` ``(N,)`` and its forward-difference gradient ``(N, 3)``, in one call of ``sdf``."""
     N = p.shape[0]
     vals = sdf((p[None] + h * _OFFSETS[:, None]).reshape(-1, 3)).reshape(4, N)
@@ -1204,10 +1257,23 @@ def build_surface(sk: Skeleton, topo: Topology) -> np.ndarray:
     expected, into the palm, starts instead from its expected depth and is projected),
     fills the thumb's transition rings between the hole in the palm and the thumb's first
     shaft ring, then evens out the palm and thumb base (``topo.relax``): tangential
-    smoothing steps, each followed by projection onto the surface.
+    smoothing steps, each followed by projection onto the surface. Last, each web vertex
+    goes to the bottom of its web (:func:`_place_webs`).
     """
     p, sdf = _initial_surface(sk, topo.hole_ring)
-    return _relax(p, sdf, topo.faces, topo.relax)
+    p = _relax(p, sdf, topo.faces, topo.relax)
+    return _place_webs(p, sdf, sk, topo.blocks)
+
+
+def _place_webs(p: np.ndarray, sdf: Callable, sk: Skeleton, bl: Blocks) -> np.ndarray:
+    """Put each web vertex at the bottom of its web: cast distally from the centre of its six neighbours."""
+    p = p.copy()
+    for w, (fa, fb) in zip(bl.webs, WEB_PAIRS, strict=True):
+        d = _unit(sk.fingers[fa].dirs[0] + sk.fingers[fb].dirs[0])
+        c = p[_web_loop(bl, fa, fb)].mean(axis=0)
+        o = c - (0.015 * sk.shape.size) * d  # back inside, between the two knuckles
+        p[w] = o + cast_rays(sdf, o[None], d[None])[0] * d
+    return p
 
 
 def _web_loop(bl: Blocks, fa: str, fb: str) -> list[int]:
@@ -1236,12 +1302,11 @@ def hand_topology() -> Topology:
     for f in LONG_FINGERS:
         relax[bl.ring0[f][bl.ring0[f] >= 0]] = True
         relax[bl.rings[f][0]] = True
-    relax[bl.webs] = True
     relax[bl.cap] = True
     relax[np.concatenate(tr[: nt + 1])] = True
     p, sdf = _initial_surface(sk, hole_ring)
     faces = _orient(_triangulate(polys, p))
-    p = _relax(p, sdf, faces, relax)
+    p = _place_webs(_relax(p, sdf, faces, relax), sdf, sk, bl)
     faces = _orient(_triangulate(polys, p))
     if signed_volume(p, faces) < 0:
         faces = faces[:, ::-1].copy()
@@ -1256,8 +1321,8 @@ def hand_topology() -> Topology:
 #: joint of a chain: (MCP/CMC, PIP/MCP, DIP/IP).
 BLEND_ZONE = {"long": (0.010, 0.0065, 0.0055), "thumb": (0.016, 0.011, 0.009)}
 BLEND_PALMAR = 1.0  # ... and this much wider (relative) on the palmar side
-THENAR_REACH = (0.015, 0.040)  # palm vertices this close to the thumb's metacarpal follow it (full, none)
-WEIGHT_SMOOTHING = 4  # Laplacian smoothing steps of the weights over palm, webs and thumb base
+THENAR_REACH = (0.010, 0.045)  # palm vertices this close to the thumb's metacarpal follow it (full, none)
+WEIGHT_SMOOTHING = 8  # Laplacian smoothing steps of the weights over palm, webs and thumb base
 
 
 def _smoothstep(x: np.ndarray) -> np.ndarray:
@@ -1270,7 +1335,8 @@ def _chain_weights(v: np.ndarray, sk: Skeleton, name: str) -> np.ndarray:
 
     Each joint k cuts space with the plane through it whose normal bisects the bones
     meeting there; ``H_k = smoothstep`` of the signed distance to that plane over
-    ``+- BLEND_ZONE``; bone k gets ``H_k - H_(k+1)`` (a partition of unity).
+    ``+- BLEND_ZONE`` (up to ``1 + BLEND_PALMAR`` times wider on the palmar side, where
+    the skin folds); bone k gets ``H_k - H_(k+1)`` (a partition of unity).
     """
     f = sk.fingers[name]
     zones = BLEND_ZONE["thumb" if name == "thumb" else "long"]
@@ -1300,10 +1366,14 @@ def _segment_distance(p: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray
 def skinning_weights(verts: np.ndarray, sk: Skeleton, faces: np.ndarray) -> np.ndarray:
     """``(V, 16)`` linear-blend-skinning weights of the construction-order vertices.
 
-    Every vertex belongs to one digit's chain (palm columns to the finger above them, web
-    vertices half to each neighbour) and gets :func:`_chain_weights` of it, the parent
-    bone being the wrist (joint 0). Palm vertices near the thumb's metacarpal (the thenar
-    eminence) blend towards the thumb's chain.
+    Every vertex belongs to one digit's chain (palm columns to the finger above them) and
+    gets :func:`_chain_weights` of it, the parent bone being the wrist (joint 0). Palm
+    vertices near the thumb's metacarpal (the thenar eminence, :data:`THENAR_REACH`)
+    blend towards the thumb's chain. A web vertex takes the mean of its six neighbours'
+    weights; then ``WEIGHT_SMOOTHING`` Laplacian steps smooth the weights over the palm,
+    webs and thumb base (rows stay partitions of unity). Measured: a fist (every finger
+    joint and the thumb's MCP and IP at 90 degrees) loses 10.3% of the volume and turns
+    over no face.
     """
     bl = _blocks()
     V = len(verts)
@@ -1317,7 +1387,7 @@ def skinning_weights(verts: np.ndarray, sk: Skeleton, faces: np.ndarray) -> np.n
     for f in LONG_FINGERS + ("thumb",):
         ids = np.concatenate(([] if f == "thumb" else [bl.ring0[f][bl.ring0[f] >= 0]]) + bl.rings[f] + [[bl.tips[f]]])
         member[ids.astype(np.int64), fidx[f]] = 1.0
-    for w, (fa, fb) in zip(bl.webs, zip(LONG_FINGERS[:-1], LONG_FINGERS[1:])):
+    for w, (fa, fb) in zip(bl.webs, WEB_PAIRS, strict=True):
         member[w, fidx[fa]] = member[w, fidx[fb]] = 0.5  # replaced below
     member[bl.cap, fidx["middle"]] = 1.0  # far from any joint: all wrist
     th = sk.fingers["thumb"]
@@ -1336,7 +1406,7 @@ def skinning_weights(verts: np.ndarray, sk: Skeleton, faces: np.ndarray) -> np.n
             W[sel, j] += cw[:, k + 1]
     # a web vertex takes the mean of its six neighbours (it sits between two fingers whose
     # knuckles are at different heights, and would otherwise fold over when both flex)
-    for w, (fa, fb) in zip(bl.webs, zip(LONG_FINGERS[:-1], LONG_FINGERS[1:])):
+    for w, (fa, fb) in zip(bl.webs, WEB_PAIRS, strict=True):
         W[w] = W[_web_loop(bl, fa, fb)].mean(axis=0)
     # smooth the weights over the palm, webs and thumb base (not the digits' shafts)
     region = np.ones(V, dtype=bool)
@@ -1433,7 +1503,8 @@ def lbs(model: dict, full_pose: np.ndarray, betas: np.ndarray, trans: np.ndarray
             weights, kintree_table``).
         full_pose: ``(B, 16, 3)`` axis-angle of every joint (global first), absolute
             (any ``hands_mean`` already added).
-        betas: ``(B, 10)``; trans: ``(B, 3)`` metres.
+        betas: ``(B, 10)``.
+        trans: ``(B, 3)`` metres.
 
     Returns:
         vertices ``(B, V, 3)`` and the 16 posed joints ``(B, 16, 3)``, metres.
@@ -1493,9 +1564,16 @@ POSE_SEED = 20240611
 
 
 def _joint_rotation(f: Finger, k: int, flex: np.ndarray, abd: np.ndarray, twist: np.ndarray) -> np.ndarray:
-    """``(N, 3)`` axis-angle of bone k of digit f: flexion about its lateral axis, abduction
-    about its dorsal axis, twist about itself (applied in that order, outermost first)."""
-    R = rodrigues(flex[:, None] * f.lateral[k]) @ rodrigues(abd[:, None] * f.dorsal[k]) @ rodrigues(twist[:, None] * f.dirs[k])
+    """``(N, 3)`` axis-angle of bone k of digit f from flexion, abduction and twist angles.
+
+    Flexion is about the bone's lateral axis, abduction about its dorsal axis, twist
+    about itself, composed in that order (flexion outermost).
+    """
+    R = (
+        rodrigues(flex[:, None] * f.lateral[k])
+        @ rodrigues(abd[:, None] * f.dorsal[k])
+        @ rodrigues(twist[:, None] * f.dirs[k])
+    )
     return axis_angle_of(R)
 
 
@@ -1524,7 +1602,9 @@ def sample_articulations(sk: Skeleton, n: int = POSE_SAMPLES, seed: int = POSE_S
         mcp = np.clip(0.35 + 0.9 * (c - 0.3) + rng.normal(0.0, 0.10, n), -0.45, 1.60)
         pip = np.clip(0.50 + 1.1 * (c - 0.3) + rng.normal(0.0, 0.12, n), -0.05, 1.90)
         dip = np.clip(0.25 + 0.7 * (pip - 0.5) + rng.normal(0.0, 0.10, n), -0.10, 1.40)
-        abd = (abd_mean[name] + spread_gain[name] * spread + rng.normal(0.0, 0.04, n)) * (1.0 - 0.5 * np.clip(mcp / 1.5, 0.0, 1.0))
+        abd = (abd_mean[name] + spread_gain[name] * spread + rng.normal(0.0, 0.04, n)) * (
+            1.0 - 0.5 * np.clip(mcp / 1.5, 0.0, 1.0)
+        )
         j1, j2, j3 = FINGER_JOINTS[name]
         out[:, j1] = _joint_rotation(f, 0, mcp, abd, rng.normal(0.0, 0.03, n))
         out[:, j2] = _joint_rotation(f, 1, pip, rng.normal(0.0, 0.02, n), rng.normal(0.0, 0.03, n))
@@ -1574,7 +1654,7 @@ def curl_pose(side: str, flex: dict[str, Sequence[float]]) -> np.ndarray:
     axes = model_flexion_axes(side)
     pose = np.zeros((NUM_MANO_JOINTS, 3))
     for name, angles in flex.items():
-        for j, a in zip(FINGER_JOINTS[name], angles):
+        for j, a in zip(FINGER_JOINTS[name], angles, strict=True):
             pose[j] = a * axes[j]
     return pose
 
@@ -1596,8 +1676,13 @@ def preview_poses(model: dict, side: str) -> dict[str, np.ndarray]:
     zeros = np.zeros((1, NUM_BETAS)), np.zeros((1, 3))
 
     def pinch(x: np.ndarray) -> np.ndarray:
-        curls = {"thumb": x[:3], "index": x[3:6], "middle": np.deg2rad([25, 30, 15]),
-                 "ring": np.deg2rad([30, 35, 15]), "pinky": np.deg2rad([35, 35, 15])}
+        curls = {
+            "thumb": x[:3],
+            "index": x[3:6],
+            "middle": np.deg2rad([25, 30, 15]),
+            "ring": np.deg2rad([30, 35, 15]),
+            "pinky": np.deg2rad([35, 35, 15]),
+        }
         return curl_pose(side, curls)
 
     def residual(x: np.ndarray) -> np.ndarray:
@@ -1654,11 +1739,16 @@ def deformation_report(model: dict, full_pose: np.ndarray) -> DeformationReport:
     cos = (expected * n1).sum(1) / np.linalg.norm(expected, axis=1) / np.linalg.norm(n1, axis=1)
     area = np.linalg.norm(n1, axis=1) / np.linalg.norm(n0, axis=1)
     return DeformationReport(
-        signed_volume(posed, faces) / signed_volume(rest, faces), int((cos < 0).sum()), float(cos.min()), float(area.min())
+        signed_volume(posed, faces) / signed_volume(rest, faces),
+        int((cos < 0).sum()),
+        float(cos.min()),
+        float(area.min()),
     )
 
 
-def render_pose(model: dict, full_pose: np.ndarray, side: str, size_px: int = 360, wireframe: bool = False) -> np.ndarray:
+def render_pose(
+    model: dict, full_pose: np.ndarray, side: str, size_px: int = 360, wireframe: bool = False
+) -> np.ndarray:
     """:func:`render_views` of the model posed by ``full_pose (16, 3)`` (mean shape, no translation).
 
     The left hand is seen from the mirrored directions, so both sides' previews look alike.
@@ -1676,7 +1766,7 @@ def render_pose(model: dict, full_pose: np.ndarray, side: str, size_px: int = 36
 
 
 def _vertex_order(tips: dict) -> np.ndarray:
-    """``order[k]`` = construction id of final vertex k: fingertips at TIP_VERTEX_IDS, the rest in construction order."""
+    """``order[k]``: construction id of final vertex k (tips at TIP_VERTEX_IDS, the rest in construction order)."""
     order = -np.ones(NUM_VERTS, dtype=np.int64)
     tip_ids = np.array([tips[f] for f in FINGERS])
     order[TIP_VERTEX_IDS] = tip_ids
@@ -1718,12 +1808,14 @@ def build_surface_like(sk: Skeleton, topo: Topology, template: np.ndarray) -> np
     adj = scipy.sparse.coo_matrix((np.ones(len(e)), (e[:, 0], e[:, 1])), shape=(V, V)).tocsr()
     adj = ((adj + adj.T) > 0).astype(np.float64)
     lap = (scipy.sparse.diags(np.asarray(adj.sum(axis=1)).ravel()) - adj).tocsr()  # (V, V) graph Laplacian
-    u, k = np.nonzero(topo.relax)[0], np.nonzero(~topo.relax)[0]
+    free = topo.relax.copy()
+    free[topo.blocks.webs] = True  # placed afresh below
+    u, k = np.nonzero(free)[0], np.nonzero(~free)[0]
     A = lap[u][:, u].tocsc()
     rhs = -(lap[u][:, k] @ disp[k])  # (U, 3)
     disp[u] = np.stack([scipy.sparse.linalg.spsolve(A, rhs[:, c]) for c in range(3)], axis=1)
     p[u] = project_to_surface(sdf, template[u] + disp[u], 6)
-    return p
+    return _place_webs(p, sdf, sk, topo.blocks)
 
 
 def shape_directions(topo: Topology, verts: np.ndarray, sk: Skeleton) -> np.ndarray:
@@ -1795,7 +1887,9 @@ def mirror_model(model: dict) -> dict:
     # posedirs[v, c, 9 j + 3 a + b] multiplies (R_j - I)[a, b]; under M = diag(m) that entry
     # becomes m_a m_b (R - I)[a, b], and the displacement's c component gets m_c.
     sign = (_MIRROR[:, None, None] * _MIRROR[None, :, None] * _MIRROR[None, None, :]).reshape(3, 9)  # (c, 3a+b)
-    out["posedirs"] = (model["posedirs"] * np.tile(sign, (1, NUM_MANO_JOINTS - 1))[None]).astype(model["posedirs"].dtype)
+    out["posedirs"] = (model["posedirs"] * np.tile(sign, (1, NUM_MANO_JOINTS - 1))[None]).astype(
+        model["posedirs"].dtype
+    )
     out["f"] = model["f"][:, ::-1].copy()
     flip = np.tile(_MIRROR_AXIS_ANGLE, NUM_MANO_JOINTS - 1)
     out["hands_mean"] = model["hands_mean"] * flip
@@ -1852,8 +1946,11 @@ def write_assets(out_dir: str | Path) -> list[Path]:
 def main(argv: Sequence[str] | None = None) -> None:
     """``python -m handanno.models.open_hand --out handanno/assets``: regenerate the shipped model files."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--out", default=str(Path(__file__).resolve().parent.parent / "assets"),
-                        help="folder for open_hand_right.pkl and open_hand_left.pkl (default: handanno/assets)")
+    parser.add_argument(
+        "--out",
+        default=str(Path(__file__).resolve().parent.parent / "assets"),
+        help="folder for open_hand_right.pkl and open_hand_left.pkl (default: handanno/assets)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     write_assets(args.out)
