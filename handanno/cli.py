@@ -311,7 +311,8 @@ def export_cmd(session: str, source: str, out: str | None, model_dir: str | None
 @main.command("calibrate")
 @click.argument("calib_dir", type=click.Path(exists=True, file_okay=False, path_type=str))
 @click.option("--board", required=True,
-              help="charuco:SXxSY:SQUARE_M:MARKER_M:DICT (squares, metres) or chessboard:NXxNY:SQUARE_M (inner corners).")
+              help="charuco:SXxSY:SQUARE_M:MARKER_M:DICT (squares, metres) or "
+                   "chessboard:NXxNY:SQUARE_M (inner corners).")
 @click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=str), help="The rig.json to write.")
 @click.option("--fix-intrinsics", type=click.Path(exists=True, path_type=str), default=None,
               help="Hold these intrinsics: a rig (rig.json, Anipose, EasyMocap, seed) or an OpenCV YAML with "

@@ -17,12 +17,13 @@ Convention:
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass
 
 import numpy as np
 
-from handanno.calibration.camera import Camera, project_points
+from handanno.calibration.camera import Camera
 from handanno.check import check_shape
 from handanno.errors import HandannoError
 
@@ -58,8 +59,8 @@ def _dictionary_id(name: str) -> int:
     # AprilTag names exist in both cases (DICT_APRILTAG_36h11 and _36H11).
     if not hasattr(cv2.aruco, key):
         raise HandannoError(
-            f"unknown ArUco dictionary {name!r}; use one of {', '.join(n for n in dictionary_names() if '_1000' in n)}, "
-            "... (any cv2.aruco DICT_* name, e.g. DICT_4X4_50, DICT_6X6_250, DICT_APRILTAG_36h11)"
+            f"unknown ArUco dictionary {name!r}; use a cv2.aruco DICT_* name such as DICT_4X4_50, DICT_5X5_100, "
+            "DICT_6X6_250, DICT_7X7_1000, DICT_ARUCO_ORIGINAL or DICT_APRILTAG_36h11"
         )
     return int(getattr(cv2.aruco, key))
 
@@ -187,8 +188,9 @@ def parse_board_spec(spec: str, legacy: bool = False) -> BoardSpec:
         HandannoError: on a malformed spec, with an example of the right form.
 
     Example:
-        >>> parse_board_spec("charuco:7x5:0.04:0.03:DICT_4X4_50")
-        BoardSpec(kind='charuco', size_x=7, size_y=5, square_m=0.04, marker_m=0.03, dictionary='DICT_4X4_50', legacy=False)
+        >>> spec = parse_board_spec("charuco:7x5:0.04:0.03:DICT_4X4_50")
+        >>> (spec.kind, spec.size_x, spec.size_y, spec.square_m, spec.marker_m, spec.dictionary, spec.legacy)
+        ('charuco', 7, 5, 0.04, 0.03, 'DICT_4X4_50', False)
         >>> parse_board_spec("chessboard:9x6:0.025").num_corners
         54
     """
@@ -207,7 +209,9 @@ def parse_board_spec(spec: str, legacy: bool = False) -> BoardSpec:
     try:
         lengths = [float(p) for p in parts[2 : want[kind] - 1 if kind == "charuco" else 3]]
     except ValueError as exc:
-        raise HandannoError(f"--board {spec!r}: square and marker sizes must be numbers in metres ({examples})") from exc
+        raise HandannoError(
+            f"--board {spec!r}: square and marker sizes must be numbers in metres ({examples})"
+        ) from exc
     if lengths[0] > 1.0:
         log.warning("board square %.3g m is over 1 m; sizes are in metres (0.04 for 4 cm)", lengths[0])
     if kind == "chessboard":
@@ -240,7 +244,8 @@ class Detection:
 
     def __post_init__(self) -> None:
         ids = np.asarray(self.corner_ids, dtype=np.int64).reshape(-1)
-        uv = np.asarray(self.corners_px, dtype=np.float64).reshape(-1, 2) if np.size(self.corners_px) else np.zeros((0, 2))
+        uv = np.asarray(self.corners_px, dtype=np.float64)
+        uv = uv.reshape(-1, 2) if uv.size else np.zeros((0, 2))
         check_shape(uv, (ids.shape[0], 2), "Detection.corners_px")
         order = np.argsort(ids, kind="stable")
         ids, uv = ids[order], uv[order]
@@ -422,10 +427,8 @@ def diagnose_board(image: np.ndarray, spec: BoardSpec, detector_params=None) -> 
         ids = _count_markers(grey, spec.dictionary, detector_params)
         if len(ids):
             hints = []
-            for alt in (
-                BoardSpec("charuco", spec.size_y, spec.size_x, spec.square_m, spec.marker_m, spec.dictionary, spec.legacy),
-                BoardSpec("charuco", spec.size_x, spec.size_y, spec.square_m, spec.marker_m, spec.dictionary, not spec.legacy),
-            ):
+            swapped = dataclasses.replace(spec, size_x=spec.size_y, size_y=spec.size_x)
+            for alt in (swapped, dataclasses.replace(spec, legacy=not spec.legacy)):
                 found = detect_board(grey, alt, detector_params).num_corners
                 if found:
                     flag = " --legacy" if alt.legacy else (" without --legacy" if spec.legacy else "")
@@ -524,7 +527,8 @@ def synthetic_detections(
     Args:
         camera: the camera.
         spec: the board; a chessboard is all-or-nothing (as ``findChessboardCorners``).
-        R_world_from_board: ``(V, 3, 3)``; t_world_from_board: ``(V, 3)`` metres.
+        R_world_from_board: ``(V, 3, 3)``.
+        t_world_from_board: ``(V, 3)`` metres.
         settings: noise and visibility rules.
         rng: random generator for the noise (required when ``noise_px > 0``).
 

@@ -15,7 +15,7 @@ Convention:
     - Intrinsics per camera, ``(9,)`` ``[fx, fy, cx, cy, k1, k2, p1, p2, k3]`` (pixels,
       OpenCV distortion, zero skew), projected with :func:`handanno.calibration.camera.project_points`.
     - Parameter vector ``x``: ``[poses of the non-fixed cameras ((C-1)*6: rvec, t) |
-      free intrinsics (C * len(free_intrinsics), if refined) | board poses (V*6: rvec, t)]``.
+      free intrinsics (len(refined cameras) * len(free_intrinsics)) | board poses (V*6: rvec, t)]``.
     - Residuals: ``(2M,)`` ``[u_0, v_0, u_1, v_1, ...]`` projected minus observed, pixels,
       observation ``m`` being corner ``corner_idx[m]`` of view ``view_idx[m]`` in camera
       ``cam_idx[m]``.
@@ -106,14 +106,24 @@ class BundleLayout:
     Attributes:
         num_cameras: ``C``. num_views: ``V`` board poses.
         fixed_camera: the camera whose pose is held (gauge).
-        free_intrinsics: indices into :data:`INTRINSIC_NAMES` refined for every camera
-            (empty: intrinsics held).
+        free_intrinsics: indices into :data:`INTRINSIC_NAMES` refined (empty: intrinsics held).
+        intrinsics_cameras: the cameras whose intrinsics are refined (``None``: all).
     """
 
     num_cameras: int
     num_views: int
     fixed_camera: int = 0
     free_intrinsics: tuple[int, ...] = ()
+    intrinsics_cameras: tuple[int, ...] | None = None
+
+    @property
+    def refined_cameras(self) -> np.ndarray:
+        """``(R,)`` cameras with free intrinsics, increasing (empty when none are refined)."""
+        if not self.free_intrinsics:
+            return np.zeros(0, np.int64)
+        if self.intrinsics_cameras is None:
+            return np.arange(self.num_cameras)
+        return np.array(sorted(set(self.intrinsics_cameras)), np.int64)
 
     @property
     def pose_cameras(self) -> np.ndarray:
@@ -128,7 +138,7 @@ class BundleLayout:
     @property
     def n_intr(self) -> int:
         """Number of intrinsic parameters."""
-        return self.num_cameras * len(self.free_intrinsics)
+        return len(self.refined_cameras) * len(self.free_intrinsics)
 
     @property
     def size(self) -> int:
@@ -142,8 +152,11 @@ class BundleLayout:
         return np.where(cam == self.fixed_camera, -1, col)
 
     def intr_column(self, cam: np.ndarray) -> np.ndarray:
-        """``(*,)`` first column of each camera's intrinsics block."""
-        return self.n_cam + len(self.free_intrinsics) * np.asarray(cam)
+        """``(*,)`` first column of each camera's intrinsics block (-1 where they are held)."""
+        rank = np.full(self.num_cameras, -1)
+        rank[self.refined_cameras] = np.arange(len(self.refined_cameras))
+        r = rank[np.asarray(cam)]
+        return np.where(r >= 0, self.n_cam + len(self.free_intrinsics) * r, -1)
 
     def board_column(self, view: np.ndarray) -> np.ndarray:
         """``(*,)`` first column of each board pose block."""
@@ -154,7 +167,7 @@ def pack(layout: BundleLayout, state: BundleState) -> np.ndarray:
     """The free unknowns of ``state`` as a ``(P,)`` vector (see the module convention)."""
     cams = layout.pose_cameras
     cam = np.concatenate([state.cam_rvec[cams], state.cam_t[cams]], axis=1).ravel()  # (C-1)*6
-    intr = state.intrinsics[:, list(layout.free_intrinsics)].ravel()  # C*F
+    intr = state.intrinsics[np.ix_(layout.refined_cameras, list(layout.free_intrinsics))].ravel()  # R*F
     board = np.concatenate([state.board_rvec, state.board_t], axis=1).ravel()  # V*6
     return np.concatenate([cam, intr, board])
 
@@ -169,7 +182,9 @@ def unpack(layout: BundleLayout, x: np.ndarray, base: BundleState) -> BundleStat
     cam_rvec[layout.pose_cameras], cam_t[layout.pose_cameras] = cam[:, :3], cam[:, 3:]
     intrinsics = np.array(base.intrinsics)
     if F:
-        intrinsics[:, list(layout.free_intrinsics)] = x[layout.n_cam : layout.n_cam + layout.n_intr].reshape(C, F)
+        refined = layout.refined_cameras
+        values = x[layout.n_cam : layout.n_cam + layout.n_intr].reshape(len(refined), F)
+        intrinsics[np.ix_(refined, list(layout.free_intrinsics))] = values
     board = x[layout.n_cam + layout.n_intr :].reshape(V, 6)
     return BundleState(cam_rvec, cam_t, intrinsics, board[:, :3], board[:, 3:])
 
@@ -225,8 +240,9 @@ def project_observations(state: BundleState, obs: Observations, object_points: n
     """``(M, 2)`` pixels where each observed corner projects under ``state``.
 
     Args:
-        state: all unknowns. obs: which corner of which view in which camera (sorted by
-            camera). object_points: ``(N, 3)`` board-frame metres.
+        state: all unknowns.
+        obs: which corner of which view in which camera (sorted by camera).
+        object_points: ``(N, 3)`` board-frame metres.
     """
     check_shape(object_points, ("N", 3), "object_points")
     R_cam = rotvec_to_matrix(state.cam_rvec)  # (C, 3, 3)
@@ -267,7 +283,8 @@ def jacobian_sparsity(layout: BundleLayout, obs: Observations) -> scipy.sparse.c
     cam_col = layout.cam_column(obs.cam_idx)
     blocks.append((cam_col, cam_col >= 0, 6))
     if F:
-        blocks.append((layout.intr_column(obs.cam_idx), np.ones(M, bool), F))
+        intr_col = layout.intr_column(obs.cam_idx)
+        blocks.append((intr_col, intr_col >= 0, F))
     for start, valid, width in blocks:
         for k in range(width):
             for uv in (0, 1):
@@ -353,8 +370,8 @@ def jacobian(
             np.stack([y_n * r2, y_n * r2 * r2, r2 + 2 * y_n * y_n, 2 * x_n * y_n, y_n * r2**3], axis=1),
         ], axis=1)  # fmt: skip
         d_intr[:, :, 4:] = np.stack([fx, fy], axis=1)[:, :, None] * dxy_dk
-        cols = layout.intr_column(c)[:, None] + np.arange(len(F))
-        blocks.append((cols, d_intr[:, :, list(F)], np.ones(M, bool)))
+        intr_col = layout.intr_column(c)
+        blocks.append((intr_col[:, None] + np.arange(len(F)), d_intr[:, :, list(F)], intr_col >= 0))
     ARc = np.einsum("mij,mjk->mik", A, R_c)  # (M, 2, 3) d(u, v)/dX
     d_brot = -np.einsum("mij,mjk->mik", ARc, _skew(RbP)) @ _left_jacobian_so3(state.board_rvec)[v]
     b_col = layout.board_column(v)
@@ -385,7 +402,7 @@ def parameter_blocks(layout: BundleLayout) -> list[np.ndarray]:
         cols = []
         if c != layout.fixed_camera:
             cols.append(int(layout.cam_column(np.array(c))) + np.arange(6))
-        if F:
+        if F and int(layout.intr_column(np.array(c))) >= 0:
             cols.append(int(layout.intr_column(np.array(c))) + np.arange(F))
         if cols:
             blocks.append(np.concatenate(cols))
@@ -417,7 +434,7 @@ def structured_jacobian(
         xp = x.copy()
         xp[cols_a] += h
         dr = residuals(xp, layout, obs, object_points, base) - r0
-        for col, hc in zip(cols_a, h):
+        for col, hc in zip(cols_a, h, strict=True):
             lo, hi = S.indptr[col], S.indptr[col + 1]
             data[lo:hi] = dr[S.indices[lo:hi]] / hc
     return scipy.sparse.csc_matrix((data, S.indices, S.indptr), shape=S.shape)
@@ -426,19 +443,20 @@ def structured_jacobian(
 def block_jacobi_preconditioner(J: scipy.sparse.spmatrix, blocks: list[np.ndarray]) -> scipy.sparse.csr_matrix:
     """``(P, P)`` block-diagonal ``D`` with ``D_b^T (J_b^T J_b) D_b = I`` for each block ``b``.
 
-    ``D_b = L_b^{-T}`` where ``L_b`` is the Cholesky factor of ``J_b^T J_b`` (plus a 1e-12
-    relative ridge for blocks a view barely constrains).
+    ``D_b = S_b L_b^{-T}``: ``S_b`` scales the block's columns to unit norm (intrinsics
+    columns differ by many orders of magnitude) and ``L_b`` is the Cholesky factor of the
+    scaled ``S_b J_b^T J_b S_b`` plus a 1e-10 ridge (for blocks a view barely constrains).
     """
-
     J = scipy.sparse.csc_matrix(J)
     P = J.shape[1]
     rows, cols, vals = [], [], []
     for b in blocks:
         Jb = J[:, b].toarray()  # (2M, |b|), mostly zero rows; blocks are small
         A = Jb.T @ Jb  # (|b|, |b|)
-        A += (1e-12 * np.trace(A) + 1e-300) * np.eye(len(b))
-        L = np.linalg.cholesky(A)
-        Db = np.linalg.inv(L).T  # L^{-T}; blocks are at most 15 x 15
+        scale = 1.0 / np.sqrt(np.maximum(np.diag(A), 1e-300))  # (|b|,)
+        A_s = A * scale[:, None] * scale[None, :] + 1e-10 * np.eye(len(b))
+        L = np.linalg.cholesky(A_s)
+        Db = scale[:, None] * np.linalg.inv(L).T  # S L^{-T}; blocks are at most 15 x 15
         rr, cc = np.meshgrid(b, b, indexing="ij")
         rows.append(rr.ravel())
         cols.append(cc.ravel())
@@ -466,8 +484,10 @@ class BundleAdjustSettings:
             kink (8 cameras x 80 views: not converged after 200 iterations, while soft_l1
             stopped on ftol after ~35).
         f_scale_px: residuals beyond this (pixels) are down-weighted by the loss.
-        free_intrinsics: intrinsics refined for every camera, as names from
-            :data:`INTRINSIC_NAMES` (empty: poses only).
+        free_intrinsics: intrinsics refined, as names from :data:`INTRINSIC_NAMES` (empty:
+            poses only).
+        intrinsics_cameras: indices of the cameras whose intrinsics are refined (``None``:
+            every camera; cameras with given intrinsics are left out by the pipeline).
         max_nfev: function evaluation budget of the solver (``None``: scipy's default).
         tol: ``ftol = xtol = gtol`` of ``least_squares``.
         precondition: solve for ``z`` with ``x = x0 + D z``, ``D`` the block-Jacobi
@@ -484,6 +504,7 @@ class BundleAdjustSettings:
     loss: str = "soft_l1"
     f_scale_px: float = 1.0
     free_intrinsics: tuple[str, ...] = ()
+    intrinsics_cameras: tuple[int, ...] | None = None
     max_nfev: int | None = 100
     tol: float = 1e-8
     precondition: bool = True
@@ -547,7 +568,7 @@ def bundle_adjust(
     C, V = init.cam_rvec.shape[0], init.board_rvec.shape[0]
     if len(obs) == 0:
         raise HandannoError("bundle adjustment has no observations")
-    layout = BundleLayout(C, V, fixed_camera, free)
+    layout = BundleLayout(C, V, fixed_camera, free, settings.intrinsics_cameras)
     x0 = pack(layout, init)
     sparsity = jacobian_sparsity(layout, obs)
     args = (layout, obs, object_points, init)

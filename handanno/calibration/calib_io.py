@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from handanno.calibration.board import BoardSpec, Detection, diagnose_board, detect_board, read_detector_params
+from handanno.calibration.board import BoardSpec, Detection, detect_board, diagnose_board, read_detector_params
 from handanno.calibration.calibrate import CalibrateSettings, CalibrationResult, calibrate_rig
 from handanno.calibration.camera import natural_key
 from handanno.data.files_io import atomic_write, read_image, write_json
@@ -102,7 +102,7 @@ def detect_calibration_images(
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         found = list(pool.map(lambda job: _detect_one(job[2], spec, detector_params), jobs))
     out: dict[str, dict[str, Detection]] = {cam: {} for cam in images}
-    for (cam, stem, _), det in zip(jobs, found):
+    for (cam, stem, _), det in zip(jobs, found, strict=True):
         if det is not None:
             out[cam][stem] = det
     failed = [cam for cam in images if not any(d.num_corners > 0 for d in out[cam].values())]
@@ -244,7 +244,7 @@ def calibrate_directory(
 def report_dict(result: CalibrationResult) -> dict:
     """The content of ``report.json``."""
     cams = {}
-    for rep, cam in zip(result.cameras, result.rig):
+    for rep, cam in zip(result.cameras, result.rig, strict=True):
         cams[rep.name] = {
             "rms_px": rep.rms_px, "intrinsics_rms_px": rep.intrinsics_rms_px, "images": rep.images,
             "views_with_board": rep.views_with_board, "views_used": rep.views_used, "corners_used": rep.corners_used,
@@ -308,8 +308,8 @@ def coverage_figure(result: CalibrationResult, cam_index: int):
     for r in range(gy):
         for c in range(gx):
             filled = rep.coverage_counts[r, c] > 0
-            ax.add_patch(Rectangle((c * W / gx, r * H / gy), W / gx, H / gy, facecolor="#d8f0d8" if filled else "#f6d6d6",
-                                   edgecolor="#999999", linewidth=0.5, zorder=0))  # fmt: skip
+            ax.add_patch(Rectangle((c * W / gx, r * H / gy), W / gx, H / gy, edgecolor="#999999", linewidth=0.5,
+                                   facecolor="#d8f0d8" if filled else "#f6d6d6", zorder=0))  # fmt: skip
     vmax = max(float(np.percentile(err, 99)) if len(err) else 1.0, 1e-3)
     sc = ax.scatter(uv[:, 0], uv[:, 1], c=err, s=4, cmap="viridis", vmin=0, vmax=vmax, zorder=2)
     fig.colorbar(sc, ax=ax, fraction=0.03, pad=0.02, label="residual |projected - detected| (px)")
@@ -356,7 +356,7 @@ def rig_figure(result: CalibrationResult):
         ax.plot(b[:, 0], b[:, 1], b[:, 2], color="#888888", linewidth=0.6, alpha=0.6)
     ax.scatter(boards[:, 0, 0], boards[:, 0, 1], boards[:, 0, 2], color="#555555", s=3, label="board origin")
     colors = [f"C{i % 10}" for i in range(len(rig))]
-    for cam, color in zip(rig, colors):
+    for cam, color in zip(rig, colors, strict=True):
         f = _frustum_world(cam, depth)
         for k in range(1, 5):
             ax.plot(*np.stack([f[0], f[k]]).T, color=color, linewidth=1.0)

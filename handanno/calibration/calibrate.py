@@ -69,8 +69,9 @@ class CalibrateSettings:
         intrinsics: per-camera intrinsics estimation.
         bundle: loss and solver settings (its ``free_intrinsics`` is set from
             ``refine_intrinsics``).
-        refine_intrinsics: also refine every camera's intrinsics in bundle adjustment
-            (those held by ``intrinsics.flags`` stay held).
+        refine_intrinsics: also refine the cameras' intrinsics in bundle adjustment (those
+            held by ``intrinsics.flags`` stay held, and cameras in ``fixed_intrinsics`` keep
+            theirs).
         fixed_intrinsics: camera name -> ``(K (3, 3), dist (5,))`` kept as given; cameras
             not listed are estimated.
         coverage_grid: ``(gx, gy)`` cells for the coverage measure.
@@ -282,7 +283,11 @@ def calibrate_rig(
         matrix_to_rotvec(init.R_root_from_board),
         init.t_root_from_board,
     )
-    bundle_settings = dataclasses.replace(settings.bundle, free_intrinsics=_free_intrinsics(settings))
+    bundle_settings = dataclasses.replace(
+        settings.bundle,
+        free_intrinsics=_free_intrinsics(settings),
+        intrinsics_cameras=tuple(c for c, r in enumerate(intr) if not r.fixed),  # given intrinsics stay held
+    )
     ba = bundle_adjust(state0, obs, obj, bundle_settings, fixed_camera=0)
     state = ba.state
 
@@ -313,21 +318,29 @@ def calibrate_rig(
             skipped_views=intr[c].skipped, coverage=coverage, coverage_counts=counts,
             intrinsics_fixed=intr[c].fixed,
         ))  # fmt: skip
-        for v in np.unique(obs.view_idx[in_cam]):
-            sel = in_cam & (obs.view_idx == v)
-            view_reports.append(ViewReport(
-                name, init.stems[v], int(sel.sum()), float(np.sqrt(sq[sel].mean())), float(np.sqrt(sq[sel].max()))
-            ))  # fmt: skip
+        views_c, inverse = np.unique(obs.view_idx[in_cam], return_inverse=True)
+        n = np.bincount(inverse, minlength=len(views_c))  # corners per view
+        sse = np.bincount(inverse, weights=sq[in_cam], minlength=len(views_c))
+        worst = np.zeros(len(views_c))
+        np.maximum.at(worst, inverse, sq[in_cam])
+        view_reports.extend(
+            ViewReport(name, init.stems[v], int(n[i]), float(np.sqrt(sse[i] / n[i])), float(np.sqrt(worst[i])))
+            for i, v in enumerate(views_c)
+        )
         if coverage < settings.weak_coverage:
             warnings.append(
                 f"camera {name}: weak coverage, corners in only {coverage:.0%} of the image grid "
                 f"({settings.coverage_grid[0]}x{settings.coverage_grid[1]}); move the board into the empty "
                 "areas (edges and corners) so the distortion is constrained there"
             )
-        if intr[c].dropped:
+        if len(intr[c].dropped) > 0.1 * (len(intr[c].views) + len(intr[c].dropped)):
             warnings.append(
-                f"camera {name}: {len(intr[c].dropped)} view(s) dropped as outliers: {', '.join(intr[c].dropped)}"
+                f"camera {name}: {len(intr[c].dropped)} of {len(intr[c].views) + len(intr[c].dropped)} views dropped "
+                f"as outliers ({', '.join(intr[c].dropped)}); check them for blur, motion or a misread board"
             )
+        elif intr[c].dropped:
+            log.info("camera %s: %d view(s) dropped as outliers: %s", name, len(intr[c].dropped),
+                     ", ".join(intr[c].dropped))  # fmt: skip
     if chessboard_is_symmetric(spec) and len(names) > 1:
         warnings.append(
             f"board {spec} looks the same turned by 180 degrees (inner corners {spec.size_x}+{spec.size_y} even), so "

@@ -50,7 +50,9 @@ def rotation_angle_deg(R_a: np.ndarray, R_b: np.ndarray) -> np.ndarray:
     """
     rel = np.swapaxes(R_a, -1, -2) @ R_b
     cos = (np.trace(rel, axis1=-2, axis2=-1) - 1.0) / 2.0
-    return np.rad2deg(np.arccos(np.clip(cos, -1.0, 1.0)))
+    axis = np.stack([rel[..., 2, 1] - rel[..., 1, 2], rel[..., 0, 2] - rel[..., 2, 0], rel[..., 1, 0] - rel[..., 0, 1]], -1)
+    sin = np.linalg.norm(axis, axis=-1) / 2.0  # atan2 stays accurate near 0, where arccos loses half the digits
+    return np.rad2deg(np.arctan2(sin, cos))
 
 
 def average_rotations(Rs: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
@@ -86,7 +88,8 @@ def robust_average_pose(
     over the kept poses.
 
     Args:
-        Rs: ``(N, 3, 3)``. ts: ``(N, 3)``.
+        Rs: ``(N, 3, 3)``.
+        ts: ``(N, 3)`` metres.
         inlier_deg: rotation deviations under this are always kept, degrees.
         inlier_k: trim factor on the median deviation.
 

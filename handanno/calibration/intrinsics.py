@@ -145,7 +145,8 @@ def board_pose_pnp(
     Args:
         object_points: ``(K, 3)`` board-frame metres, ``z = 0``.
         corners_px: ``(K, 2)`` pixels.
-        K: ``(3, 3)``. dist: ``(5,)``.
+        K: ``(3, 3)``.
+        dist: ``(5,)``.
 
     Returns:
         ``R_cam_from_board (3, 3)``, ``t_cam_from_board (3,)`` metres and the RMS error, px.
@@ -175,7 +176,7 @@ def _outlier_threshold(per_view_rms: np.ndarray, settings: IntrinsicsSettings) -
 
 
 def _homography_ok(object_points: np.ndarray, corners_px: np.ndarray) -> bool:
-    """calibrateCamera starts from per-view homographies and asserts on a failed one."""
+    """Whether a view has a usable homography (calibrateCamera starts from them and asserts on a failed one)."""
     import cv2
 
     H, _ = cv2.findHomography(object_points[:, :2].astype(np.float64), corners_px.astype(np.float64), 0)
@@ -225,7 +226,10 @@ def _check_sizes(camera: str, detections: Mapping[str, Detection]) -> tuple[int,
 
 
 def calibrate_intrinsics(
-    camera: str, detections: Mapping[str, Detection], spec: BoardSpec, settings: IntrinsicsSettings = IntrinsicsSettings()
+    camera: str,
+    detections: Mapping[str, Detection],
+    spec: BoardSpec,
+    settings: IntrinsicsSettings = IntrinsicsSettings(),
 ) -> IntrinsicsResult:
     """Estimate one camera's intrinsics with ``cv2.calibrateCamera``, dropping outlier views.
 
@@ -304,8 +308,11 @@ def fixed_intrinsics(
     """Board poses with given intrinsics (PnP per view), dropping outlier views once.
 
     Args:
-        camera: name. detections: stem -> detection. spec: the board.
-        K: ``(3, 3)`` and dist: ``(5,)``, kept as they are.
+        camera: name.
+        detections: stem -> detection.
+        spec: the board.
+        K: ``(3, 3)``, kept as given.
+        dist: ``(5,)``, kept as given.
         settings: corner minimum and rejection rule.
 
     Returns:

@@ -61,16 +61,22 @@ def ring_rig(C: int, rng: np.random.Generator, radius: float, size: tuple[int, i
         center = np.array([radius * np.cos(a), radius * np.sin(a), 0.3 * radius * (-1) ** c])
         R, t = _look_at(center, rng.normal(0, 0.02, 3))
         f = focal * rng.uniform(0.9, 1.1)
-        K = np.array([[f, 0, W / 2 + rng.normal(0, 0.01 * W)], [0, f * rng.uniform(0.995, 1.005), H / 2 + rng.normal(0, 0.01 * H)],
-                      [0, 0, 1]])  # fmt: skip
+        cx, cy = W / 2 + rng.normal(0, 0.01 * W), H / 2 + rng.normal(0, 0.01 * H)
+        K = np.array([[f, 0, cx], [0, f * rng.uniform(0.995, 1.005), cy], [0, 0, 1]])
         dist = [rng.uniform(-0.25, 0.05), rng.uniform(-0.05, 0.1), rng.normal(0, 1e-3), rng.normal(0, 1e-3), 0.0]
         cams.append(Camera(f"cam{c}", K, dist, R, t, size))
     return CameraRig.from_cameras(cams)
 
 
 def simulate(rig, spec, V, rng, noise_px_per_axis, spread_m, tilt_deg=90.0):
-    """Board poses facing random cameras; camera -> stem -> Detection (empty where unseen)."""
-    facing = np.stack([rig[int(i)].center for i in rng.integers(0, len(rig), V)])
+    """Board poses facing a random point between two neighbouring cameras; camera -> stem -> Detection.
+
+    Empty detections where a camera does not see the board.
+    """
+    dirs = np.stack([c.center / np.linalg.norm(c.center) for c in rig])  # (C, 3)
+    i = rng.integers(0, len(rig), V)
+    w = rng.uniform(0, 1, (V, 1))
+    facing = w * dirs[i] + (1 - w) * dirs[(i + 1) % len(rig)]
     R_wb, t_wb = random_board_poses(spec, facing, BoardPoseSample(spread_m=spread_m, max_tilt_deg=tilt_deg), rng)
     settings = SyntheticViewSettings(noise_px=noise_px_per_axis)
     dets = {cam.name: {f"{v:04d}": d for v, d in enumerate(synthetic_detections(cam, spec, R_wb, t_wb, settings, rng))}
@@ -85,7 +91,7 @@ def errors_in_cam0_frame(true_rig: CameraRig, est_rig: CameraRig) -> dict[str, n
     """
     c0 = true_rig[0]
     out = {k: [] for k in ("focal_pct", "pp_px", "rot_deg", "centre_mm")}
-    for ct, ce in zip(true_rig, est_rig):
+    for ct, ce in zip(true_rig, est_rig, strict=True):
         R = ct.R @ c0.R.T
         t = ct.t - R @ c0.t
         f_err = np.abs(np.array([ce.K[0, 0] / ct.K[0, 0], ce.K[1, 1] / ct.K[1, 1]]) - 1).max() * 100
@@ -117,9 +123,10 @@ def eight_camera_result():
 def test_eight_camera_rig_is_recovered(eight_camera_result):
     """Acceptance: focal 0.3 %, principal point 2 px, rotation 0.1 deg, centre 1 mm, RMS ~ noise.
 
-    Measured (seed 1): focal <= 0.03 %, pp <= 1.3 px, rotation <= 0.05 deg, centre <= 0.5 mm;
-    seeds 1-6 all pass (worst: pp 1.7 px, rotation 0.07 deg, centre 0.5 mm), so the
-    tolerances are the acceptance bounds with margin from the seed spread.
+    Measured (seed 1): focal <= 0.017 %, pp <= 0.81 px, rotation <= 0.026 deg, centre <= 0.16 mm,
+    RMS 0.294 px; over seeds 1-6 the worst are focal 0.036 %, pp 1.06 px, rotation 0.059 deg,
+    centre 0.52 mm (and with 0.3 px per axis, i.e. 0.42 px RMS: pp 1.5 px, rotation 0.085 deg,
+    centre 0.73 mm), so the acceptance bounds hold with margin over the seed spread.
     """
     rig, result = eight_camera_result
     err = errors_in_cam0_frame(rig, result.rig)
@@ -160,13 +167,13 @@ def test_world_board_puts_the_first_board_at_the_origin():
     np.testing.assert_allclose(board.t_world_from_board[0], 0, atol=1e-9)
     # the first board view is the world: cameras match the truth expressed in that board's frame
     v0 = int(board.stems[0])
-    for ct, cb in zip(rig, board.rig):
+    for ct, cb in zip(rig, board.rig, strict=True):
         R_true = ct.R @ R_wb[v0]  # T_cam_from_board0 = T_cam_from_world T_world_from_board0
         t_true = ct.R @ t_wb[v0] + ct.t
         assert rotation_angle_deg(R_true, cb.R) < 1e-3
         np.testing.assert_allclose(cb.t, t_true, atol=1e-5)
     # same relative poses either way
-    for a, b in zip(cam0.rig, board.rig):
+    for a, b in zip(cam0.rig, board.rig, strict=True):
         R_rel_a, R_rel_b = a.R @ cam0.rig[0].R.T, b.R @ board.rig[0].R.T
         assert rotation_angle_deg(R_rel_a, R_rel_b) < 1e-6
 
@@ -261,7 +268,7 @@ def test_disconnected_cameras_are_named():
 def test_camera_without_board_is_named_with_images_tried():
     spec = parse_board_spec("charuco:7x5:0.05:0.035:DICT_4X4_50")
     dets = {"cam0": {"a": Detection.empty((640, 480))}, "cam1": {s: Detection.empty((640, 480)) for s in "abcde"}}
-    with pytest.raises(HandannoError, match=r"camera 'cam0': no board found in any of its 1 image\(s\); check the board"):
+    with pytest.raises(HandannoError, match=r"camera 'cam0': no board found in any of its 1 image\(s\); check"):
         calibrate_rig(dets, CalibrateSettings(board=spec))
 
 
@@ -288,7 +295,6 @@ def test_weak_coverage_and_outlier_camera_warnings():
 # ------------------------------------------------------------------------------ CLI, files
 
 
-@pytest.mark.xfail(reason="calibrate CLI path still failing in a clean checkout; being fixed (see the calibrate issue note)", strict=False)
 @needs_data
 def test_cli_on_real_photos_with_given_intrinsics(tmp_path, caplog):
     """One real camera, two photos (one partly occluded) and an unreadable file; intrinsics held."""
@@ -308,11 +314,14 @@ def test_cli_on_real_photos_with_given_intrinsics(tmp_path, caplog):
     assert rig.names == ["cam0"] and np.allclose(rig[0].R, np.eye(3))
     np.testing.assert_allclose(rig[0].K[0, 0], 452.51072219637672)  # held
     rep = json.loads((report / "report.json").read_text())
-    assert rep["cameras"]["cam0"]["views_used"] == 2 and rep["cameras"]["cam0"]["intrinsics_fixed"]
-    assert rep["cameras"]["cam0"]["rms_px"] < 1.0
+    cam = rep["cameras"]["cam0"]
+    assert cam["intrinsics_fixed"] and cam["images"] == 2 and cam["views_with_board"] == 2
+    # OpenCV interpolates a single corner in the occluded photo: too few for a pose, so skipped
+    assert cam["views_used"] == 1 and cam["skipped_views"] == ["chocclusion"]
+    assert cam["rms_px"] < 1.0  # measured 0.22 px
     views = json.loads((report / "views.json").read_text())["views"]
-    assert {v["stem"] for v in views} == {"choriginal", "chocclusion"}
-    assert next(v for v in views if v["stem"] == "choriginal")["num_corners"] == 24
+    assert [(v["stem"], v["num_corners"]) for v in views] == [("choriginal", 24)]
+    assert any("weak coverage" in w for w in rep["warnings"])  # one view covers 25 % of the grid
     for name in ("coverage_cam0.png", "rig_3d.png"):
         img = cv2.imread(str(report / name))
         assert img is not None and img.shape[0] > 300 and img.std() > 10
@@ -344,7 +353,6 @@ def _render_board(cam: Camera, board_img: np.ndarray, px_per_m: float, R_wb, t_w
     return cv2.warpPerspective(board_img, H, (W, Hh), flags=cv2.INTER_LINEAR, borderValue=90)
 
 
-@pytest.mark.xfail(reason="calibrate CLI path still failing in a clean checkout; being fixed (see the calibrate issue note)", strict=False)
 def test_cli_end_to_end_on_rendered_images(tmp_path):
     """Three cameras, rendered ChArUco views (pinhole), the CLI with a report; rig close to the truth."""
     rng = np.random.default_rng(8)
@@ -355,7 +363,9 @@ def test_cli_end_to_end_on_rendered_images(tmp_path):
     shift = 40 / ppm  # the margin moves the board frame origin
     rig = ring_rig(3, rng, radius=0.6, size=(960, 720), focal=900)
     rig = CameraRig.from_cameras(Camera(c.name, c.K, np.zeros(5), c.R, c.t, c.image_size) for c in rig)
-    facing = np.stack([rig[int(i)].center for i in rng.integers(0, 3, 36)])
+    dirs = np.stack([c.center / np.linalg.norm(c.center) for c in rig])
+    i, w = rng.integers(0, 3, 36), rng.uniform(0, 1, (36, 1))
+    facing = w * dirs[i] + (1 - w) * dirs[(i + 1) % 3]
     R_wb, t_wb = random_board_poses(spec, facing, BoardPoseSample(spread_m=0.08, max_tilt_deg=50), rng)
     for cam in rig:
         (tmp_path / "calib" / cam.name).mkdir(parents=True)
@@ -377,11 +387,10 @@ def test_cli_end_to_end_on_rendered_images(tmp_path):
         p.name for p in report.iterdir()}  # fmt: skip
 
 
-@pytest.mark.xfail(reason="calibrate CLI path still failing in a clean checkout; being fixed (see the calibrate issue note)", strict=False)
 def test_fix_intrinsics_from_a_rig_file_keeps_them(tmp_path):
     rng = np.random.default_rng(9)
     spec = parse_board_spec("charuco:7x5:0.05:0.035:DICT_4X4_50")
-    rig = ring_rig(2, rng, radius=0.8, size=(1280, 720), focal=1000)
+    rig = ring_rig(3, rng, radius=0.8, size=(1280, 720), focal=1000)
     dets, _, _ = simulate(rig, spec, 30, rng, noise_px_per_axis=0.2, spread_m=0.1)
     from handanno.calibration.calib_io import _fixed_for_cameras, read_intrinsics_file
 
@@ -389,10 +398,17 @@ def test_fix_intrinsics_from_a_rig_file_keeps_them(tmp_path):
     intr, shared = read_intrinsics_file(tmp_path / "given.json")
     fixed = _fixed_for_cameras(intr, shared, dets, tmp_path / "given.json")
     res = calibrate_rig(dets, CalibrateSettings(board=spec, fixed_intrinsics=fixed))
-    for ct, ce in zip(rig, res.rig):
+    for ct, ce in zip(rig, res.rig, strict=True):
         np.testing.assert_allclose(ce.K, ct.K)
         np.testing.assert_allclose(ce.dist, ct.dist)
     assert all(c.intrinsics_fixed for c in res.cameras)
+    # with --refine-intrinsics, given intrinsics stay held and the others are refined
+    partial = {"cam0": fixed["cam0"], "cam1": fixed["cam1"]}
+    res = calibrate_rig(dets, CalibrateSettings(board=spec, fixed_intrinsics=partial, refine_intrinsics=True))
+    np.testing.assert_allclose(res.rig["cam0"].K, rig["cam0"].K)
+    np.testing.assert_allclose(res.rig["cam1"].dist, rig["cam1"].dist)
+    assert [c.intrinsics_fixed for c in res.cameras] == [True, True, False]
+    assert abs(res.rig["cam2"].K[0, 0] / rig["cam2"].K[0, 0] - 1) < 0.01
     bad = {"cam0": {s: Detection(d.corner_ids, d.corners_px, (640, 480)) for s, d in dets["cam0"].items()}}
     with pytest.raises(HandannoError, match="intrinsics only hold at the resolution"):
         _fixed_for_cameras(intr, shared, bad, tmp_path / "given.json")
@@ -408,3 +424,41 @@ def test_write_report_files(tmp_path, eight_camera_result):
     assert rep["rms_definition"].startswith("sqrt(mean")
     assert rep["cameras"]["cam3"]["rms_px"] == pytest.approx(result.cameras[3].rms_px)
     assert len(rep["tree"]) == 7
+
+
+@pytest.mark.slow
+def test_end_to_end_on_handanno_synth_calibration_views(tmp_path):
+    """`handanno synth` renders ChArUco views of its 8-camera dome; `handanno calibrate` recovers the rig.
+
+    synth's board poses face one camera (or two) each, so its 8 cameras see 9-19 of the 40
+    views (and a few oblique views carry 4 px corner errors, dropped as outliers); measured
+    (seed 0): focal <= 0.16 %, pp <= 5.3 px (cam5: 9 views, half the image covered),
+    rotation <= 0.37 deg, centre <= 1.3 mm, RMS 0.175 px. Bounds are ~1.5-2x those.
+    """
+    out = tmp_path / "session"
+    runner = CliRunner()
+    res = runner.invoke(main, ["synth", str(out), "--cameras", "8", "--frames", "1", "--calib-views", "40",
+                               "--no-keypoints", "--background", "green"])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    res = runner.invoke(main, ["calibrate", str(out / "calib"), "--board", "charuco:7x5:0.04:0.03:DICT_4X4_50",
+                               "--out", str(tmp_path / "rig.json"), "--refine-intrinsics",
+                               "--report", str(tmp_path / "report")])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    truth, est = read_rig(out / "rig.json"), read_rig(tmp_path / "rig.json")
+    assert est.names == truth.names
+    err = errors_in_cam0_frame(truth, est)
+    assert err["focal_pct"].max() < 0.4
+    assert err["pp_px"].max() < 8.0
+    assert err["rot_deg"].max() < 0.6
+    assert err["centre_mm"].max() < 3.0
+    rep = json.loads((tmp_path / "report" / "report.json").read_text())
+    assert rep["rms_px"] < 0.3
+    # board poses: ours are in cam0's frame; synth's in its world frame
+    true_boards = json.loads((out / "calib" / "board_poses.json").read_text())["views"]
+    ours = json.loads((tmp_path / "report" / "board_poses.json").read_text())["views"]
+    c0 = truth[0]
+    centre_err_mm = []
+    for stem, pose in ours.items():
+        t_cam0 = c0.R @ np.array(true_boards[stem]["t"]) + c0.t  # board origin in cam0's frame
+        centre_err_mm.append(np.linalg.norm(np.array(pose["t"]) - t_cam0) * 1000)
+    assert np.median(centre_err_mm) < 2.0
