@@ -6,8 +6,9 @@ Realistic inputs: the hand model (``handanno/assets/open_hand_right.pkl`` posed 
 ``ManoLayer``, when both exist) or a stand-in of a palm and five finger capsules with about
 the same vertex and face count and size (772 vertices, 1520 faces, 18 cm long); 8 cameras
 0.4-0.8 m away all around it with mild distortion (1280x720, f = 900 px); each view renders
-the square crop box around the hand's projection, 1.3 times its extent, at sigma 1 px^2 (the
-fitter's settings). Timings are the median of ``--repeats`` runs after a warm-up, each run
+the square crop box around the hand's projection, 1.3 times its extent, at the fitter's
+sigma (``FitSettings.sil_sigma``, squared render pixels; ``--sigma`` to change it). Timings
+are the median of ``--repeats`` runs after a warm-up, each run
 ``loss = (sil * target).sum(); loss.backward()`` on the vertices, with as many threads as
 the machine has cores (on the CPU also with one thread: on a machine shared with other jobs
 a second thread can cost more than it gains); the dense renderer gets fewer repeats.
@@ -29,6 +30,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from handanno.annotate.fit_mano import FitSettings  # noqa: E402
 from handanno.annotate.render import SilhouetteSettings, project_to_render, render_silhouettes  # noqa: E402
 from handanno.annotate.render_reference import render_silhouettes_dense  # noqa: E402
 from handanno.errors import HandannoError  # noqa: E402
@@ -136,7 +138,8 @@ def main() -> None:
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--repeats", type=int, default=9, help="timed runs of the fast renderer (median)")
     p.add_argument("--dense-repeats", type=int, default=3, help="timed runs of the dense renderer (median)")
-    p.add_argument("--sigma", type=float, default=1.0, help="SoftRas sigma, squared render pixels (the fitter's)")
+    p.add_argument("--sigma", type=float, default=FitSettings().sil_sigma,
+                   help="SoftRas sigma, squared render pixels (default: the fitter's)")
     p.add_argument("--box-scale", type=float, default=1.3, help="crop side / hand extent (the fitter's)")
     p.add_argument("--skip-dense", action="store_true", help="time only the fast renderer")
     args = p.parse_args()

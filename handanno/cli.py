@@ -260,13 +260,15 @@ def _fit_summary(report) -> str:
 @click.option("--force", is_flag=True, help="Redo every stage even where its outputs exist.")
 @click.option("--max-reproj-px", default=8.0, show_default=True, type=click.FloatRange(min=0),
               help="Accept a frame only if the median over views of the median keypoint error is at most this.")
+@click.option("--max-reproj-rel", default=0.05, show_default=True, type=click.FloatRange(min=0),
+              help="... and at most this fraction of the hand's size in each view (its keypoints' box).")
 @click.option("--min-mask-iou", default=0.6, show_default=True, type=click.FloatRange(0, 1),
               help="Accept a frame only if the median mask IoU over views with a mask is at least this.")
 @click.option("--batch-frames", default=None, type=click.IntRange(min=1),
               help="Frames fitted at once (default 64 on the CPU, 1024 on CUDA).")
 def fit_cmd(session: str, model_dir: str | None, hand: str, detector: str, weights: str | None, device: str,
             no_silhouette: bool, no_export: bool, overlays: bool, frames: str | None, force: bool,
-            max_reproj_px: float, min_mask_iou: float, batch_frames: int | None) -> None:
+            max_reproj_px: float, max_reproj_rel: float, min_mask_iou: float, batch_frames: int | None) -> None:
     """Annotate a session: detect, triangulate, segment, fit the hand model, export FreiHAND labels.
 
     Each stage is skipped where its outputs already exist (--force redoes them); prints a
@@ -280,7 +282,7 @@ def fit_cmd(session: str, model_dir: str | None, hand: str, detector: str, weigh
         session=Path(session), model_dir=Path(model_dir) if model_dir else None, hand=hand, detector=detector,
         detector_weights=Path(weights) if weights else None, device=device, silhouette=not no_silhouette,
         export=not no_export, overlays=overlays, frames=frames, force=force, batch_frames=batch_frames,
-        accept=AcceptSettings(max_reproj_px=max_reproj_px, min_mask_iou=min_mask_iou),
+        accept=AcceptSettings(max_reproj_px=max_reproj_px, max_reproj_rel=max_reproj_rel, min_mask_iou=min_mask_iou),
     )  # fmt: skip
     click.echo(_fit_summary(run_pipeline(settings)))
 
@@ -378,8 +380,8 @@ if __name__ == "__main__":
 @click.option("--image-size", default="640x480", show_default=True, help="WIDTHxHEIGHT in pixels.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
-@click.option("--silhouette/--no-silhouette", default=False, show_default=True,
-              help="Also fit silhouettes (GrabCut masks); off until that stage improves accuracy.")
+@click.option("--silhouette/--no-silhouette", default=True, show_default=True,
+              help="Segment with GrabCut and fit silhouettes too (--no-silhouette: keypoints only, faster).")
 def demo_cmd(out: str, cameras: int, frames: int, image_size: str, seed: int, device: str, silhouette: bool) -> None:
     """Run the whole job on a synthetic capture: synth, calibrate, fit, export; print the numbers."""
     from pathlib import Path

@@ -49,10 +49,7 @@ class DemoSettings:
     outlier_rate: float = 0.05
     calib_views: int = 20
     device: str = "auto"
-    # The silhouette stage currently lowers accuracy and dominates CPU time (see the fit
-    # issue's note), so the demo fits keypoints only until it is fixed; `handanno fit`
-    # still runs it by default.
-    silhouette: bool = False
+    silhouette: bool = True  # GrabCut masks and the silhouette stage, as `handanno fit` runs them
     progress: bool = True
 
 

@@ -60,6 +60,10 @@ class AcceptSettings:
     """Thresholds that decide whether a frame's fit is accepted (all user-settable)."""
 
     max_reproj_px: float = 8.0  # median over views of each view's median keypoint error
+    # the same error relative to the hand's size in each view (the longer side of the box
+    # around its projected keypoints), so one threshold holds for near and far cameras and
+    # any resolution: 0.05 is 5 px on a 100 px hand
+    max_reproj_rel: float = 0.05
     min_mask_iou: float = 0.6  # median over views with a mask
     min_views: int = 2  # views with keypoints
 
@@ -293,12 +297,15 @@ def frame_quality(
     """Per view reprojection error (median over confident keypoints, px) and mask IoU; accepted + reasons."""
     acc = settings.accept
     reproj: dict[str, float | None] = {}
+    rel: dict[str, float] = {}
     iou: dict[str, float | None] = {}
     for c, cam in enumerate(rig):
         ok = kp[c, :, 2] >= settings.min_keypoint_conf
         if ok.any():
-            err = np.linalg.norm(cam.project(joints)[ok] - kp[c, ok, :2], axis=1)
-            reproj[cam.name] = json_float(float(np.median(err)))
+            uv = cam.project(joints)  # (21, 2)
+            err = float(np.median(np.linalg.norm(uv[ok] - kp[c, ok, :2], axis=1)))
+            reproj[cam.name] = json_float(err)
+            rel[cam.name] = err / max(float(np.ptp(uv, axis=0).max()), 1.0)
         else:
             reproj[cam.name] = None
         if masks[c] is not None:
@@ -311,12 +318,36 @@ def frame_quality(
     errs = [v for v in reproj.values() if v is not None]
     if len(errs) < acc.min_views:
         reasons.append(f"keypoints in {len(errs)} view(s), fewer than {acc.min_views}")
-    elif float(np.median(errs)) > acc.max_reproj_px:
-        reasons.append(f"median reprojection error {np.median(errs):.1f} px > {acc.max_reproj_px} px")
+    else:
+        if float(np.median(errs)) > acc.max_reproj_px:
+            reasons.append(f"median reprojection error {np.median(errs):.1f} px > {acc.max_reproj_px} px")
+        median_rel = float(np.median(list(rel.values())))
+        if median_rel > acc.max_reproj_rel:
+            reasons.append(f"median reprojection error {median_rel:.1%} of the hand's size in the image "
+                           f"> {acc.max_reproj_rel:.1%}")
     ious = [v for v in iou.values() if v is not None]
     if ious and float(np.median(ious)) < acc.min_mask_iou:
         reasons.append(f"median mask IoU {np.median(ious):.2f} < {acc.min_mask_iou}")
     return {"reproj_err_px": reproj, "mask_iou": iou, "accepted": not reasons, "reasons": reasons}
+
+
+def frame_summary(quality: dict) -> dict:
+    """One frame's line in report.json: accepted, reasons, and the medians over views.
+
+    Example:
+        >>> frame_summary({"reproj_err_px": {"a": 1.0, "b": 3.0, "c": None}, "mask_iou": {"a": 0.9},
+        ...                "accepted": True, "reasons": []})
+        {'accepted': True, 'reasons': [], 'median_reproj_err_px': 2.0, 'median_mask_iou': 0.9, 'views': 2}
+    """
+    errs = [v for v in (quality.get("reproj_err_px") or {}).values() if v is not None]
+    ious = [v for v in (quality.get("mask_iou") or {}).values() if v is not None]
+    return {
+        "accepted": bool(quality.get("accepted")),
+        "reasons": list(quality.get("reasons", [])),
+        "median_reproj_err_px": json_float(float(np.median(errs))) if errs else None,
+        "median_mask_iou": json_float(float(np.median(ious))) if ious else None,
+        "views": len(errs),
+    }
 
 
 def _load_masks(session: Session, frames: list[str]) -> list[list[np.ndarray | None]]:
@@ -454,6 +485,7 @@ def run_pipeline(settings: PipelineSettings) -> PipelineReport:
     accuracy = evaluate_against_ground_truth(session, layer) if (session.root / "ground_truth").is_dir() else None
     fits = {f: read_fit(session.fit_path(f)) for f in session.frames if session.fit_path(f).is_file()}
     accepted = sum(bool(d.get("quality", {}).get("accepted")) for d in fits.values())
+    per_frame = {f: frame_summary(d.get("quality", {})) for f, d in fits.items()}
     for f, d in fits.items():
         for why in d.get("quality", {}).get("reasons", []):
             log.warning("frame %s not accepted: %s", f, why)
@@ -465,7 +497,7 @@ def run_pipeline(settings: PipelineSettings) -> PipelineReport:
         accuracy=accuracy, report_path=report_path,
     )
     write_json(report_path, {**asdict(report), "report_path": str(report_path), "session_notes": list(session.skipped),
-                             "settings": _settings_dict(settings)}, indent=1)
+                             "frames": per_frame, "settings": _settings_dict(settings)}, indent=1)
     return report
 
 
