@@ -18,8 +18,10 @@ timings, and, for synthetic sessions with ``ground_truth/``, the accuracy).
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -185,53 +187,99 @@ def run_triangulate(rig: CameraRig, kp: np.ndarray, settings: PipelineSettings) 
 # ----------------------------------------------------------------------------------------
 # 3. segment
 # ----------------------------------------------------------------------------------------
+def _segment_jobs(session: Session, frames: list[str], settings: PipelineSettings) -> list[tuple[int, int]]:
+    """``(frame index, camera index)`` of the views whose mask is to be made (missing, or --force)."""
+    return [(b, c) for b in range(len(frames)) for c in range(len(session.cameras))
+            if settings.force or not session.mask_path(session.cameras[c], frames[b]).is_file()]  # fmt: skip
+
+
+def _segment_views(
+    session: Session, frames: list[str], jobs: list[tuple[int, int]],
+    seeds: Callable[[int, int], tuple[np.ndarray | None, np.ndarray | None]], settings: PipelineSettings,
+) -> set[tuple[str, str]]:
+    """GrabCut the ``jobs`` views, a thread per core (OpenCV releases the GIL); write their masks.
+
+    Args:
+        session: the session.
+        frames: the batch's frames.
+        jobs: ``(frame index into frames, camera index)`` pairs.
+        seeds: ``(b, c) -> (keypoints (21, 3) or None, silhouette (H, W) bool or None)``.
+        settings: GrabCut settings and the progress bar switch.
+
+    Returns:
+        The ``(camera, frame)`` masks written.
+    """
+
+    def one(job: tuple[int, int]) -> tuple[str, str] | None:
+        b, c = job
+        cam, frame = session.rig[c], frames[b]
+        keypoints, silhouette = seeds(b, c)
+        if keypoints is None and silhouette is None:
+            return None
+        image = read_image(session.images[(cam.name, frame)])
+        mask = grabcut.segment_hand(image, keypoints=keypoints, silhouette=silhouette, settings=settings.grabcut)
+        if mask is None:
+            return None
+        write_mask(session.mask_path(cam.name, frame), mask)
+        return cam.name, frame
+
+    workers = max(1, min(os.cpu_count() or 1, 8))
+    with ThreadPoolExecutor(workers) as pool:
+        done = list(_bar(pool.map(one, jobs), settings, "segment", total=len(jobs)))
+    return {d for d in done if d is not None}
+
+
 def run_segment(
     session: Session, frames: list[str], tri: Triangulated, kp: np.ndarray, settings: PipelineSettings
 ) -> set[tuple[str, str]]:
     """GrabCut every view whose mask is missing; seeds are the reprojected robust 3D keypoints.
 
+    The pipeline seeds GrabCut with the keypoint fit's mesh instead (:func:`segment_from_fit`);
+    this is for masks without a fit.
+
     Returns:
-        The ``(camera, frame)`` masks written by this run (only those are refined later).
+        The ``(camera, frame)`` masks written by this run.
     """
-    made: set[tuple[str, str]] = set()
-    jobs = [(b, c) for b in range(len(frames)) for c in range(len(session.cameras))
-            if settings.force or not session.mask_path(session.cameras[c], frames[b]).is_file()]
-    for b, c in _bar(jobs, settings, "segment"):
-        cam = session.rig[c]
-        frame = frames[b]
-        seeds_kp = kp[b, c].copy()
+
+    def seeds(b: int, c: int) -> tuple[np.ndarray | None, None]:
         known = np.all(np.isfinite(tri.joints3d[b]), axis=1)
         if known.sum() >= 4:
-            uv = cam.project(tri.joints3d[b])
-            seeds_kp = np.concatenate([uv, known[:, None].astype(float)], axis=1)
-        elif (kp[b, c, :, 2] >= settings.min_keypoint_conf).sum() < 4:
-            continue
-        image = read_image(session.images[(cam.name, frame)])
-        mask = grabcut.segment_hand(image, keypoints=seeds_kp, settings=settings.grabcut)
-        if mask is None:
-            continue
-        write_mask(session.mask_path(cam.name, frame), mask)
-        made.add((cam.name, frame))
-    return made
+            uv = session.rig[c].project(tri.joints3d[b])
+            return np.concatenate([uv, known[:, None].astype(float)], axis=1), None
+        if (kp[b, c, :, 2] >= settings.min_keypoint_conf).sum() < 4:
+            return None, None
+        return kp[b, c].copy(), None
+
+    return _segment_views(session, frames, _segment_jobs(session, frames, settings), seeds, settings)
 
 
-def resegment_from_fit(
-    session: Session, frames: list[str], vertices: np.ndarray, faces: np.ndarray,
-    owned: set[tuple[str, str]], settings: PipelineSettings,
-) -> int:
-    """Segment again the masks this run made, seeded by the fitted mesh's silhouette."""
-    n = 0
-    for b, frame in enumerate(frames):
-        for cam in session.rig:
-            if (cam.name, frame) not in owned:
-                continue
-            sil = mesh_mask(vertices[b], faces, cam)
-            image = read_image(session.images[(cam.name, frame)])
-            mask = grabcut.segment_hand(image, silhouette=sil, settings=settings.grabcut)
-            if mask is not None:
-                write_mask(session.mask_path(cam.name, frame), mask)
-                n += 1
-    return n
+def segment_from_fit(
+    session: Session, frames: list[str], vertices: np.ndarray, faces: np.ndarray, kp: np.ndarray,
+    settings: PipelineSettings,
+) -> set[tuple[str, str]]:
+    """GrabCut the views without a mask, seeded by the fitted mesh's silhouette (keypoints as fallback).
+
+    The mesh of the keypoint fit seeds GrabCut better than the keypoints do (its outline is
+    probable hand, its eroded inside sure hand), so each view is segmented once, after that
+    fit. Masks already there (the user's, or an earlier run's) are kept unless ``--force``.
+
+    Args:
+        session: the session.
+        frames: the batch's ``B`` frames.
+        vertices: ``(B, V, 3)`` the keypoint fit's meshes, world metres.
+        faces: ``(F, 3)``.
+        kp: ``(B, C, 21, 3)`` the views' keypoints (the fallback seeds).
+        settings: ``force``, GrabCut settings, the keypoint confidence threshold.
+
+    Returns:
+        The ``(camera, frame)`` masks written by this run.
+    """
+
+    def seeds(b: int, c: int) -> tuple[np.ndarray | None, np.ndarray]:
+        ok = kp[b, c, :, 2] >= settings.min_keypoint_conf
+        return (kp[b, c] if ok.sum() >= 4 else None), mesh_mask(vertices[b], faces, session.rig[c])
+
+    return _segment_views(session, frames, _segment_jobs(session, frames, settings), seeds, settings)
 
 
 # ----------------------------------------------------------------------------------------
@@ -370,9 +418,27 @@ def _existing_betas(session: Session) -> np.ndarray | None:
 
 def fit_frames(
     layer: ManoLayer, session: Session, frames: list[str], kp: np.ndarray, tri: Triangulated,
-    owned_masks: set[tuple[str, str]], betas: np.ndarray | None, settings: PipelineSettings, device: torch.device,
+    betas: np.ndarray | None, settings: PipelineSettings, device: torch.device, timings: dict[str, float] | None = None,
 ) -> tuple[FitResult, list[list[np.ndarray | None]]]:
-    """Fit one batch of frames (keypoints, then silhouettes; refit after re-segmentation)."""
+    """Fit one batch of frames: keypoints, then GrabCut seeded by that fit, then silhouettes.
+
+    Args:
+        layer: the hand model on ``device``.
+        session: the session.
+        frames: the batch's ``B`` frames.
+        kp: ``(B, C, 21, 3)`` keypoints ``[u, v, conf]``.
+        tri: the robust triangulation of ``kp`` (initialisation and the 3D stage).
+        betas: ``(10,)`` the session's shape, held; None to fit it.
+        settings: everything else.
+        device: where to fit.
+        timings: seconds per step (``fit_keypoints``, ``segment``, ``fit_silhouettes``) are
+            added here.
+
+    Returns:
+        The fit and the masks used (``[frame][camera]``, None where a view has none).
+    """
+    timings = {} if timings is None else timings
+    t0 = time.perf_counter()
     rig = session.rig
     cams = rig.tensors(device)
     conf = np.where(kp[..., 2] >= settings.min_keypoint_conf, kp[..., 2], 0.0)
@@ -388,12 +454,16 @@ def fit_frames(
     )
     init_pose, init_trans = initial_pose(layer, tri.joints3d, betas)
     res = fit_batch(layer, inputs, replace(fs, iters_sil=0), init_pose, init_trans, betas)
+    t1 = time.perf_counter()
+    timings["fit_keypoints"] = timings.get("fit_keypoints", 0.0) + t1 - t0
+    if not settings.silhouette:
+        return res, _load_masks(session, frames)
+    segment_from_fit(session, frames, res.vertices, layer.faces.cpu().numpy(), kp, settings)
     masks = _load_masks(session, frames)
-    if not settings.silhouette or all(m is None for row in masks for m in row):
+    t2 = time.perf_counter()
+    timings["segment"] = timings.get("segment", 0.0) + t2 - t1
+    if all(m is None for row in masks for m in row) or fs.iters_sil <= 0:
         return res, masks
-    if owned_masks:
-        resegment_from_fit(session, frames, res.vertices, layer.faces.cpu().numpy(), owned_masks, settings)
-        masks = _load_masks(session, frames)
     boxes = hand_boxes(res.vertices, rig, fs.sil_box_scale)
     crops, valid = crop_masks(masks, boxes, fs.sil_size)
     inputs = replace(
@@ -402,8 +472,9 @@ def fit_frames(
         mask_boxes=torch.as_tensor(boxes, dtype=torch.float32, device=device),
         mask_valid=torch.as_tensor(valid, device=device),
     )
-    refine = replace(fs, iters_3d=0, iters_2d=0, fit_shape=fs.fit_shape)
+    refine = replace(fs, iters_3d=0, iters_2d=0)
     res = fit_batch(layer, inputs, refine, res.pose, res.trans, res.betas, _silhouette_renderer(layer.faces, fs))
+    timings["fit_silhouettes"] = timings.get("fit_silhouettes", 0.0) + time.perf_counter() - t2
     return res, masks
 
 
@@ -457,10 +528,8 @@ def run_pipeline(settings: PipelineSettings) -> PipelineReport:
         kp = kp_all[sel]
         tri = run_triangulate(session.rig, kp, settings)
         t = lap("triangulate", t)
-        owned = run_segment(session, frames, tri, kp, settings) if settings.silhouette else set()
-        t = lap("segment", t)
-        res, masks = fit_frames(layer, session, frames, kp, tri, owned, betas, settings, device)
-        t = lap("fit", t)
+        res, masks = fit_frames(layer, session, frames, kp, tri, betas, settings, device, timings)
+        t = time.perf_counter()
         if betas is None:
             betas = res.betas
         for i, f in enumerate(frames):
