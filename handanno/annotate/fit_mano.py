@@ -20,6 +20,7 @@ Convention:
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 from collections.abc import Callable
@@ -32,6 +33,7 @@ from scipy.spatial.transform import Rotation
 from handanno.annotate import losses
 from handanno.check import check_shape
 from handanno.data.conventions import NUM_BETAS, NUM_JOINTS
+from handanno.errors import HandannoError
 
 log = logging.getLogger(__name__)
 
@@ -130,6 +132,8 @@ def kabsch(source: np.ndarray, target: np.ndarray, weights: np.ndarray | None = 
         ``R (3, 3)``, ``t (3,)`` with ``target ~ source @ R.T + t``.
     """
     w = np.ones(len(source)) if weights is None else np.asarray(weights, np.float64)
+    if not w.sum() > 0:
+        raise HandannoError("kabsch: the weights sum to zero (no point to align)")
     w = w / w.sum()
     mu_s, mu_t = w @ source, w @ target
     H = (source - mu_s).T @ ((target - mu_t) * w[:, None])
@@ -160,13 +164,13 @@ def initial_pose(
     """
     B = joints3d.shape[0]
     check_shape(joints3d, (B, NUM_JOINTS, 3), "joints3d")
-    dev = layer.device
+    dev, dt = layer.device, layer.dtype
     if betas is None:
-        beta_t = torch.zeros(1, NUM_BETAS, device=dev)
+        beta_t = torch.zeros(1, NUM_BETAS, device=dev, dtype=dt)
     else:
-        beta_t = torch.as_tensor(betas, device=dev, dtype=torch.float32)[None]
+        beta_t = torch.as_tensor(betas, device=dev, dtype=dt)[None]
     with torch.no_grad():
-        out = layer(torch.zeros(1, 48, device=dev), beta_t, torch.zeros(1, 3, device=dev))
+        out = layer(torch.zeros(1, 48, device=dev, dtype=dt), beta_t, torch.zeros(1, 3, device=dev, dtype=dt))
         model_j = out.joints[0].double().cpu().numpy()  # (21, 3)
         root = out.mano_joints[0, 0].double().cpu().numpy()  # (3,) J0
     pose = np.zeros((B, 48))
@@ -182,25 +186,35 @@ def initial_pose(
     return pose, trans
 
 
-def keypoint_noise_px(joints_world: torch.Tensor, inputs: FitInputs) -> float:
-    """Robust per-axis noise of the 2D keypoints around a fit, pixels.
+def keypoint_noise_px(joints_world: torch.Tensor, inputs: FitInputs) -> torch.Tensor:
+    """Robust per-axis noise of each frame's 2D keypoints around a fit, pixels.
 
-    ``sqrt(median(r^2) / 1.386)`` over the keypoints with confidence > 0, ``r`` the
+    ``sqrt(median(r^2) / 1.386)`` over the frame's keypoints with confidence > 0, ``r`` the
     reprojection error: for Gaussian noise of std ``s`` per axis ``r^2 / s^2`` is chi^2 with
-    2 degrees of freedom, whose median is 1.386; the median ignores outliers.
+    2 degrees of freedom, whose median is 1.386; the median ignores outliers. Per frame, so
+    that a frame's fit never depends on the other frames of its batch.
 
     Args:
         joints_world: ``(B, 21, 3)`` the fitted keypoints, metres.
         inputs: the observations.
 
     Returns:
-        The noise estimate in pixels (0 when no keypoint is known).
+        ``(B,)`` the noise estimates in pixels (0 for a frame without keypoints).
     """
     proj = losses.project_to_views(joints_world, inputs.cams)  # (B, C, J, 2)
-    r2 = ((proj - inputs.uv_px) ** 2).sum(-1)[inputs.conf > 0]
-    if r2.numel() == 0:
-        return 0.0
-    return float(torch.sqrt(r2.median() / 1.386))
+    r2 = ((proj - inputs.uv_px) ** 2).sum(-1)  # (B, C, J)
+    r2 = torch.where(inputs.conf > 0, r2, torch.nan).flatten(1)  # (B, C * J)
+    return torch.sqrt(torch.nan_to_num(torch.nanmedian(r2, dim=1).values, nan=0.0) / 1.386)
+
+
+def _as_dtype(inputs: FitInputs, dtype: torch.dtype) -> FitInputs:
+    """``inputs`` with every floating tensor (cameras included) in ``dtype``."""
+
+    def cast(x):
+        return x.to(dtype) if isinstance(x, torch.Tensor) and x.is_floating_point() else x
+
+    changes = {f.name: cast(getattr(inputs, f.name)) for f in dataclasses.fields(inputs) if f.name != "cams"}
+    return dataclasses.replace(inputs, cams={k: cast(v) for k, v in inputs.cams.items()}, **changes)
 
 
 def _cosine_lr(step: int, total: int, final_fraction: float) -> float:
@@ -237,7 +251,8 @@ def fit_batch(
     """
     B, C, J, _ = inputs.uv_px.shape
     dev = inputs.uv_px.device
-    dtype = torch.float32
+    dtype = layer.dtype
+    inputs = _as_dtype(inputs, dtype)  # float32 observations work with a float64 layer
     if init_pose is None or init_trans is None:
         init_pose, init_trans = initial_pose(layer, inputs.joints3d.detach().cpu().double().numpy(), init_betas)
     glob = torch.tensor(init_pose[:, :3], dtype=dtype, device=dev, requires_grad=True)
@@ -281,11 +296,11 @@ def fit_batch(
             continue
         if stage == "sil":
             with torch.no_grad():
-                noise_px = keypoint_noise_px(layer.keypoints(*params()), inputs)
+                noise_px = keypoint_noise_px(layer.keypoints(*params()), inputs)  # (B,)
             lo, hi = settings.sil_kp_scale_range
-            kp_scale = float(np.clip((settings.sil_ref_noise_px / max(noise_px, 1e-3)) ** 2, lo, hi))
-            log.debug("keypoint noise ~%.2f px per axis: keypoint term x %.2f in the silhouette stage",
-                      noise_px, kp_scale)
+            kp_scale = ((settings.sil_ref_noise_px / noise_px.clamp(min=1e-3)) ** 2).clamp(lo, hi)  # (B,)
+            log.debug("keypoint noise ~%.2f px per axis (median over frames): keypoint term x %.2f in the "
+                      "silhouette stage", float(noise_px.median()), float(kp_scale.median()))
         f = settings.lr_sil_fraction if stage == "sil" else 1.0
         groups = [
             {"params": [glob, art], "lr": settings.lr * f},

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import shutil
-from dataclasses import replace
+from dataclasses import fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +22,7 @@ from click.testing import CliRunner
 from handanno.annotate import pipeline
 from handanno.annotate.fit_mano import FitSettings
 from handanno.annotate.pipeline import AcceptSettings, PipelineSettings, run_pipeline
+from handanno.annotate.session_io import read_fit, read_mask
 from handanno.annotate.synth import SynthSettings, synthesize
 from handanno.cli import main
 from handanno.data.freihand_io import read_freihand
@@ -181,3 +183,98 @@ def test_fit_command(fitted, tmp_path, monkeypatch):
     res = CliRunner().invoke(main, ["fit", "--session", str(root), "--force", "--no-silhouette"])
     assert res.exit_code == 2 and "000000.json" in res.output and "Traceback" not in res.output
     assert not seen[-1].silhouette and seen[-1].force
+
+
+# accept every fitted frame, whatever the fit: every max_* threshold huge, every float min_* 0 (min_views stays)
+LOOSE = replace(AcceptSettings(), **{f.name: 1e9 if f.name.startswith("max_") else 0.0
+                                     for f in fields(AcceptSettings) if f.type in (float, "float")})  # fmt: skip
+
+
+def _hidden(folder: Path) -> list[str]:
+    """Temp files an interrupted atomic write would leave ("." + name + random suffix)."""
+    return sorted(p.name for p in folder.rglob(".*")) if folder.is_dir() else []
+
+
+def test_corrupt_image_is_an_error_naming_it_and_keeps_what_was_written(session, caplog):
+    """An unreadable image stops the run with an error naming the file (so its camera and frame); the fits
+    written before it, by this run or an earlier one, stay as they were. Measured behaviour: the segment
+    stage raises HandannoError ``.../images/cam1/000002.jpg: not a readable image (corrupt or unsupported
+    format)``; without silhouettes fitting reads no image and the export (which reads the images of
+    accepted frames only) raises the same for ``images/cam2/000000.jpg``."""
+    run_pipeline(_settings(session, frames="0:1", fit=QUICK, export=False, accept=LOOSE))  # an earlier run
+    assert read_fit(session / "fits" / "000000.json")["quality"]["accepted"]
+    first = session / "fits" / "000000.json"
+    before = (first.read_bytes(), first.stat().st_mtime_ns)
+    masks0 = {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in (session / "masks").glob("*/000000.png")}
+    assert masks0  # GrabCut made masks for frame 0
+
+    def corrupt(cam: str, frame: str) -> re.Pattern:
+        bad = next((session / "images" / cam).glob(f"{frame}.*"))
+        bad.write_bytes(b"\xff\xd8\xff\xe0 not a jpeg")
+        return re.compile(rf"{cam}[/\\]{frame}\{bad.suffix}")
+
+    def run(**kw) -> str:
+        """The error's message, or the warnings if the run went on without the image."""
+        caplog.clear()
+        with caplog.at_level(logging.WARNING):
+            try:
+                run_pipeline(_settings(session, fit=QUICK, **kw))
+            except HandannoError as exc:
+                return str(exc)
+        return caplog.text
+
+    # segment reads the image; one frame per batch, so frame 1 is fitted and written before frame 2 fails
+    name = corrupt("cam1", "000002")
+    assert name.search(run(batch_frames=1, export=False))
+    assert (first.read_bytes(), first.stat().st_mtime_ns) == before
+    assert read_fit(session / "fits" / "000001.json")["joints"].shape == (21, 3)
+    for p in (session / "masks").glob("*/00000[01].png"):
+        assert read_mask(p).shape == (120, 160)  # whole files
+    # no silhouettes: fitting reads no image; the export reads those of accepted frames (frame 0 is)
+    name = corrupt("cam2", "000000")
+    assert name.search(run(silhouette=False))
+    assert (first.read_bytes(), first.stat().st_mtime_ns) == before
+    assert read_fit(session / "fits" / "000002.json")["joints"].shape == (21, 3)
+    assert {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in (session / "masks").glob("*/000000.png")} == masks0
+    assert _hidden(session / "fits") == [] and _hidden(session / "masks") == []
+
+
+def test_interrupted_run_resumes(session, monkeypatch):
+    """``--frames 0:1``, then the whole range interrupted after its first batch, then again: every frame is
+    fitted exactly once (no fit file rewritten: same bytes and mtime), with the first frame's shape."""
+    first = run_pipeline(_settings(session, frames="0:1", fit=QUICK, export=False, accept=LOOSE))
+    assert first.frames_total == 1 and first.frames_fitted == 1
+    f0 = session / "fits" / "000000.json"
+    snap0 = (f0.read_bytes(), f0.stat().st_mtime_ns)
+    assert sorted(p.stem for p in (session / "fits").glob("*.json")) == ["000000"]
+
+    real = pipeline.fit_frames
+    calls: list[list[str]] = []
+
+    def fit_then_die(layer, sess, frames, *args, **kw):
+        calls.append(list(frames))
+        if len(calls) == 2:
+            raise KeyboardInterrupt  # Ctrl-C while fitting the second batch
+        return real(layer, sess, frames, *args, **kw)
+
+    monkeypatch.setattr(pipeline, "fit_frames", fit_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        run_pipeline(_settings(session, fit=QUICK, batch_frames=1, accept=LOOSE))
+    assert calls == [["000001"], ["000002"]]  # frame 0 is not fitted again
+    assert (f0.read_bytes(), f0.stat().st_mtime_ns) == snap0
+    f1 = session / "fits" / "000001.json"
+    snap1 = (f1.read_bytes(), f1.stat().st_mtime_ns)
+    assert not (session / "fits" / "000002.json").exists()
+
+    monkeypatch.setattr(pipeline, "fit_frames", real)
+    rest = run_pipeline(_settings(session, fit=QUICK, accept=LOOSE))
+    assert rest.frames_total == 3 and rest.frames_fitted == 1 and rest.skipped == {}
+    assert (f0.read_bytes(), f0.stat().st_mtime_ns) == snap0
+    assert (f1.read_bytes(), f1.stat().st_mtime_ns) == snap1
+    recs = {f: read_fit(session / "fits" / f"{f}.json") for f in FRAMES}
+    for f in FRAMES[1:]:
+        np.testing.assert_array_equal(recs[f]["betas"], recs["000000"]["betas"])  # one subject, one shape
+    assert all(r["quality"]["accepted"] for r in recs.values())
+    lab = read_freihand(session / "labels")  # exported once, after the last frame, from all three
+    assert {e["frame"] for e in lab.index} == set(FRAMES) and rest.labels_written == len(lab)
+    assert _hidden(session / "fits") == []
