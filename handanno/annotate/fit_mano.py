@@ -74,6 +74,9 @@ class FitSettings:
     sil_size: int = 128
     sil_sigma: float = 0.02  # SoftRas sharpness, squared render pixels (handanno.annotate.render)
     sil_box_scale: float = 1.3
+    # render only the faces turned towards the camera: the hand models are closed (MANO but for
+    # its wrist opening) and counter-clockwise, so the silhouette is the same from half the work
+    sil_cull_back_faces: bool = True
 
 
 @dataclass(frozen=True)

@@ -330,7 +330,8 @@ def crop_masks(masks: list[list[np.ndarray | None]], boxes: np.ndarray, size: in
 def _silhouette_renderer(faces: torch.Tensor, fit: FitSettings):
     from handanno.annotate.render import SilhouetteSettings, render_silhouettes
 
-    rs = SilhouetteSettings(image_size=(fit.sil_size, fit.sil_size), sigma=fit.sil_sigma)
+    rs = SilhouetteSettings(image_size=(fit.sil_size, fit.sil_size), sigma=fit.sil_sigma,
+                            cull_back_faces=fit.sil_cull_back_faces)
 
     def render(vertices: torch.Tensor, cams: dict[str, torch.Tensor], boxes: torch.Tensor) -> torch.Tensor:
         return render_silhouettes(vertices, faces, cams["K"], cams["dist"], cams["R"], cams["t"], rs, crop_box=boxes)

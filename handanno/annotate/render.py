@@ -38,7 +38,7 @@ Convention:
       squared render pixels.
     - Faces with a vertex nearer than ``znear_m`` to the camera plane (or behind it), and
       faces of exactly zero area in the render, are skipped (coverage 0, gradient 0). Both
-      windings count (no back-face culling).
+      windings count unless ``SilhouetteSettings.cull_back_faces``.
     - At small ``sigma`` the 0.5 level lies ``sqrt(sigma ln(1 / (1 - 0.5^(1/k))))`` px outside
       the true outline where ``k`` faces meet there (k = 2 on a fold: 0.94 sqrt(sigma)).
 """
@@ -87,12 +87,18 @@ class SilhouetteSettings:
             silhouette differs from the untruncated one by at most ``eps`` per face that is
             near the pixel but not on it.
         znear_m: faces with a vertex at camera depth below this (metres) are skipped.
+        cull_back_faces: skip faces whose outward side (counter-clockwise winding, as MANO
+            and the open hand model) faces away from the camera. A closed mesh's hard
+            silhouette is the union of its front faces alone, so this halves the work and,
+            with one face instead of two meeting at the outline, halves the soft union's
+            outward bias. Leave off for open or inconsistently wound meshes.
     """
 
     image_size: tuple[int, int]
     sigma: float = 1.0
     eps: float = 1e-4
     znear_m: float = 1e-2
+    cull_back_faces: bool = False
 
     def __post_init__(self) -> None:
         size = tuple(int(s) for s in self.image_size)
@@ -281,7 +287,8 @@ def soft_silhouettes_from_uv(
     check_shape(faces, ("F", 3), "faces")
     tri = uv_render[:, faces]  # (B, F, 3, 2)
     face_ok = vert_ok[:, faces].all(-1)  # (B, F)
-    return _SoftSilhouetteFn.apply(tri, face_ok, settings)
+    nbr = edge_neighbours(faces) if settings.cull_back_faces else None
+    return _SoftSilhouetteFn.apply(tri, face_ok, nbr, settings)
 
 
 class SilhouetteRenderer(torch.nn.Module):
@@ -344,13 +351,60 @@ class _Saved:
     coef: torch.Tensor  # (Fb, 12, S) [c rx, c ry, c t rx, c t ry] x edge, c = dD-factor on the nearest edge, else 0
 
 
-def _face_tables(tri: torch.Tensor, face_ok: torch.Tensor, settings: SilhouetteSettings):
+def edge_neighbours(faces: torch.Tensor) -> torch.Tensor:
+    """The face across each edge: ``(F, 3)`` long, -1 on a boundary edge.
+
+    Edge ``e`` of face ``f`` runs from ``faces[f, e]`` to ``faces[f, (e + 1) % 3]``; on a
+    non-manifold edge (three or more faces) each face gets one of the others.
+
+    Example:
+        >>> edge_neighbours(torch.tensor([[0, 1, 2], [2, 1, 3]])).tolist()
+        [[-1, 1, -1], [0, -1, -1]]
+    """
+    check_shape(faces, ("F", 3), "faces")
+    F = faces.shape[0]
+    a, b = faces, faces.roll(-1, dims=1)
+    n = int(faces.max()) + 1 if F else 1
+    key = (torch.minimum(a, b) * n + torch.maximum(a, b)).reshape(-1)  # (3F,) undirected edge ids
+    order = torch.argsort(key, stable=True)
+    sk = key[order]
+    pair = torch.nonzero(sk[1:] == sk[:-1]).reshape(-1)  # positions i with the same edge at i and i + 1
+    out = torch.full((3 * F,), -1, dtype=torch.long, device=faces.device)
+    out[order[pair]] = order[pair + 1] // 3
+    out[order[pair + 1]] = order[pair] // 3
+    return out.view(F, 3)
+
+
+def contour_edges(area2: torch.Tensor, face_ok: torch.Tensor, nbr: torch.Tensor) -> torch.Tensor:
+    """``(B, F, 3)`` bool: edges between a front face and a back (or missing or skipped) face.
+
+    Args:
+        area2: ``(B, F)`` twice the signed render-pixel area (negative: front-facing, for
+            counter-clockwise meshes; see :class:`SilhouetteSettings`).
+        face_ok: ``(B, F)`` faces drawn at all.
+        nbr: ``(F, 3)`` from :func:`edge_neighbours`.
+    """
+    front = face_ok & (area2 < 0)  # (B, F)
+    front_pad = torch.cat([front, torch.zeros_like(front[:, :1])], dim=1)  # index -1 -> the False column
+    return front[:, :, None] & ~front_pad[:, nbr]
+
+
+# Squared distance (render px^2) added to the edges a culled face shares with another front face,
+# so that the nearest edge is always a contour edge: a face's inside is then fully covered up to
+# its neighbours (no soft crack along the mesh's inner edges), and only the contour is soft.
+INNER_EDGE_PX2 = 1e12
+
+
+def _face_tables(
+    tri: torch.Tensor, face_ok: torch.Tensor, settings: SilhouetteSettings, nbr: torch.Tensor | None = None
+):
     """Per-face constants of the inner loop, and each face's pixel footprint.
 
     Args:
         tri: ``(B, F, 3, 2)`` render pixels.
         face_ok: ``(B, F)`` bool, False for faces to skip.
         settings: render size and soft margin.
+        nbr: ``(F, 3)`` from :func:`edge_neighbours`, for culled meshes (see Returns).
 
     Returns:
         ``edges (B*F, 8, 3)``: rows ``ax, ay, abx, aby, abx/|ab|^2, aby/|ab|^2, nx, ny`` for the
@@ -361,6 +415,8 @@ def _face_tables(tri: torch.Tensor, face_ok: torch.Tensor, settings: SilhouetteS
         ``x_lo .. x_lo + width - 1`` x ``y_lo ..`` within ``margin_px`` of the face's bounding
         box and inside the render; area 0 for faces that touch no pixel, are not ok, or have
         zero area (a point or a segment covers nothing; skipping it is exact as ``sigma -> 0``).
+        With ``settings.cull_back_faces`` (and ``nbr``, :func:`edge_neighbours`) ``edges`` has
+        a ninth row: 0 on contour edges, :data:`INNER_EDGE_PX2` on the others.
     """
     B, F, _, _ = tri.shape
     H, W = settings.image_size
@@ -371,8 +427,7 @@ def _face_tables(tri: torch.Tensor, face_ok: torch.Tensor, settings: SilhouetteS
     area2 = abx[..., 0] * aby[..., 1] - aby[..., 0] * abx[..., 1]  # (B, F) twice the signed area
     orient = torch.where(area2 >= 0, 1.0, -1.0).to(tri.dtype)[..., None]  # (B, F, 1)
     # (p - a) . n = orient * cross(ab, p - a)
-    edges = torch.stack([a[..., 0], a[..., 1], abx, aby, abx * inv_len2, aby * inv_len2, -orient * aby, orient * abx],
-                        dim=-2)  # (B, F, 8, 3)
+    rows = [a[..., 0], a[..., 1], abx, aby, abx * inv_len2, aby * inv_len2, -orient * aby, orient * abx]
 
     m = settings.margin_px
     big = float(max(H, W) + 2)  # clamp first: far-away faces must not overflow anything
@@ -380,9 +435,18 @@ def _face_tables(tri: torch.Tensor, face_ok: torch.Tensor, settings: SilhouetteS
     hi = torch.floor((tri.amax(-2) + m).clamp(-big, big))
     hi = torch.minimum(hi, torch.tensor([W - 1.0, H - 1.0], dtype=tri.dtype, device=tri.device))
     size = (hi - lo + 1).clamp_min(0)  # (B, F, 2)
-    area = size[..., 0] * size[..., 1] * (face_ok & (area2 != 0))  # (B, F) zero-area faces are skipped
+    keep = face_ok & (area2 != 0)  # zero-area faces are skipped
+    if settings.cull_back_faces:
+        # camera frame x right, y down, z forward is right-handed: a counter-clockwise face whose
+        # normal points at the camera has a negative signed area in pixels (fx, fy > 0)
+        keep = keep & (area2 < 0)
+        if nbr is not None:
+            inner = ~contour_edges(area2, face_ok, nbr)  # (B, F, 3)
+            rows.append(inner.to(tri.dtype) * INNER_EDGE_PX2)
+    edges = torch.stack(rows, dim=-2)  # (B, F, 8 or 9, 3)
+    area = size[..., 0] * size[..., 1] * keep  # (B, F)
     foot = torch.stack([lo[..., 0], lo[..., 1], size[..., 0], area], dim=-1)  # (B, F, 4)
-    return edges.reshape(B * F, 8, 3), foot.reshape(B * F, 4)
+    return edges.reshape(B * F, len(rows), 3), foot.reshape(B * F, 4)
 
 
 def _chunks(area: torch.Tensor, settings: SilhouetteSettings) -> list[_Chunk]:
@@ -435,7 +499,7 @@ def _pair_terms(
     ``gather``, ``scatter`` and integer division cost 10-20 times more there).
 
     Args:
-        edges: ``(Fb, 8, 3)`` from :func:`_face_tables`.
+        edges: ``(Fb, 8 or 9, 3)`` from :func:`_face_tables`.
         foot: ``(Fb, 4)`` from :func:`_face_tables`.
         base: ``(Fb, 1)`` long ``b * (H * W + 1)``, the start of the face's image in the flat
             buffer.
@@ -463,13 +527,15 @@ def _pair_terms(
     local = local.addcmul_(past, torch.full((), float(H * W), dtype=dtype, device=dev)).clamp_(max=H * W)
     pix = local.long().add_(base)  # (Fb, S)
 
-    ax, ay, abx, aby, tx, ty, nx, ny = (e[..., None] for e in edges.unbind(1))  # each (Fb, 3, 1)
+    ax, ay, abx, aby, tx, ty, nx, ny = (e[..., None] for e in edges[:, :8].unbind(1))  # each (Fb, 3, 1)
     apx = px[:, None] - ax  # (Fb, 3, S)
     apy = py[:, None] - ay
     t = torch.addcmul(apx * tx, apy, ty).clamp_(0.0, 1.0)  # nearest point a + t ab on each edge
     rx = torch.addcmul(apx, t, abx, value=-1.0)  # r = p - (a + t ab)
     ry = torch.addcmul(apy, t, aby, value=-1.0)
     d2e = torch.addcmul(rx * rx, ry, ry)  # (Fb, 3, S) squared distance to each edge segment
+    if edges.shape[1] > 8:  # culled: inner edges are pushed out of reach
+        d2e = d2e.add_(edges[:, 8, :, None])
     side = apx.mul_(nx).addcmul_(apy, ny)  # (Fb, 3, S) >= 0 on the inner side of each edge
     dist2 = torch.minimum(torch.minimum(d2e[:, 0], d2e[:, 1]), d2e[:, 2])  # (Fb, S) to the boundary
     inside = torch.minimum(torch.minimum(side[:, 0], side[:, 1]), side[:, 2])  # (Fb, S) >= 0 iff inside
@@ -512,10 +578,12 @@ class _SoftSilhouetteFn(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, tri: torch.Tensor, face_ok: torch.Tensor, settings: SilhouetteSettings) -> torch.Tensor:
+    def forward(
+        ctx, tri: torch.Tensor, face_ok: torch.Tensor, nbr: torch.Tensor | None, settings: SilhouetteSettings
+    ) -> torch.Tensor:
         B, F, _, _ = tri.shape
         H, W = settings.image_size
-        edges, foot = _face_tables(tri, face_ok, settings)
+        edges, foot = _face_tables(tri, face_ok, settings, nbr)
         chunks = _chunks(foot[:, 3], settings)
         base = torch.arange(B, device=tri.device).repeat_interleave(F)[:, None] * (H * W + 1)  # (BF, 1)
         pairs = sum(len(ch.face_ids) * ch.window for ch in chunks)
@@ -534,7 +602,7 @@ class _SoftSilhouetteFn(torch.autograd.Function):
         if log_space:
             prod_q = prod_q.exp_()
         sil = (1.0 - prod_q).view(B, H * W + 1)[:, :H * W]  # S = 1 - prod_j (1 - D_j)
-        ctx.settings, ctx.chunks, ctx.saved = settings, chunks, saved if save else None
+        ctx.settings, ctx.chunks, ctx.saved, ctx.nbr = settings, chunks, saved if save else None, nbr
         ctx.save_for_backward(tri, face_ok, prod_q)
         return sil.reshape(B, H, W)
 
@@ -549,7 +617,7 @@ class _SoftSilhouetteFn(torch.autograd.Function):
         grad_s[:, :H * W] = grad_sil.reshape(B, H * W)
         grad_s = grad_s.view(-1).mul_(prod_q)  # dLoss/dS * (1 - S)
         if ctx.saved is None:
-            edges, foot = _face_tables(tri, face_ok, settings)
+            edges, foot = _face_tables(tri, face_ok, settings, ctx.nbr)
             base = torch.arange(B, device=tri.device).repeat_interleave(F)[:, None] * (H * W + 1)
         grad_tri = torch.zeros(B * F, 3, 4, dtype=tri.dtype, device=tri.device)
         for i, ch in enumerate(chunks):
@@ -565,4 +633,4 @@ class _SoftSilhouetteFn(torch.autograd.Function):
         # per edge e: sum c r -> [:, e, :2], sum c t r -> [:, e, 2:]; a = vertex e gets (1 - t), b = e + 1 gets t
         grad_a = grad_tri[..., :2] - grad_tri[..., 2:]
         grad_v = grad_a + grad_tri[..., 2:].roll(1, dims=1)  # (BF, 3, 2)
-        return grad_v.view(B, F, 3, 2), None, None
+        return grad_v.view(B, F, 3, 2), None, None, None

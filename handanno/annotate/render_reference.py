@@ -18,18 +18,28 @@ from __future__ import annotations
 
 import torch
 
-from handanno.annotate.render import SilhouetteSettings, project_to_render
+from handanno.annotate.render import (
+    INNER_EDGE_PX2,
+    SilhouetteSettings,
+    contour_edges,
+    edge_neighbours,
+    project_to_render,
+)
 from handanno.check import check_shape
 
 _CHUNK_ELEMENTS = 1 << 22  # (mesh, face, edge, pixel) elements per chunk
 
 
-def _chunk_log1m(tri: torch.Tensor, face_ok: torch.Tensor, p: torch.Tensor, sigma: float) -> torch.Tensor:
+def _chunk_log1m(
+    tri: torch.Tensor, face_ok: torch.Tensor, inner: torch.Tensor, p: torch.Tensor, sigma: float
+) -> torch.Tensor:
     """``sum_j log(1 - D_j)`` over a chunk of faces.
 
     Args:
         tri: ``(B, Fc, 3, 2)`` render pixels.
         face_ok: ``(B, Fc)`` 1 for faces to draw, 0 to skip.
+        inner: ``(B, Fc, 3)`` added to each edge's squared distance (0, or a huge value on
+            the inner edges of culled meshes: see :mod:`handanno.annotate.render`).
         p: ``(P, 2)`` pixel centres ``(x, y)``.
         sigma: squared render pixels.
 
@@ -41,7 +51,7 @@ def _chunk_log1m(tri: torch.Tensor, face_ok: torch.Tensor, p: torch.Tensor, sigm
     ab = b - a
     ap = p - a  # (B, Fc, 3, P, 2)
     t = ((ap * ab).sum(-1) / (ab * ab).sum(-1).clamp_min(1e-12)).clamp(0, 1)  # (B, Fc, 3, P)
-    d2 = ((ap - t[..., None] * ab) ** 2).sum(-1).amin(2)  # (B, Fc, P) squared distance to the triangle's edges
+    d2 = (((ap - t[..., None] * ab) ** 2).sum(-1) + inner[..., None]).amin(2)  # (B, Fc, P) to the nearest edge
     cross = ab[..., 0] * ap[..., 1] - ab[..., 1] * ap[..., 0]  # (B, Fc, 3, P)
     inside = (cross >= 0).all(2) | (cross <= 0).all(2)  # either winding
     s = torch.where(inside, d2, -d2) / sigma  # SoftRas probability map: D = sigmoid(s)
@@ -53,18 +63,20 @@ class _Recomputed(torch.autograd.Function):
     """``_chunk_log1m`` whose backward reruns it under autograd instead of keeping its activations."""
 
     @staticmethod
-    def forward(ctx, tri: torch.Tensor, face_ok: torch.Tensor, p: torch.Tensor, sigma: float) -> torch.Tensor:
-        ctx.save_for_backward(tri, face_ok, p)
+    def forward(
+        ctx, tri: torch.Tensor, face_ok: torch.Tensor, inner: torch.Tensor, p: torch.Tensor, sigma: float
+    ) -> torch.Tensor:
+        ctx.save_for_backward(tri, face_ok, inner, p)
         ctx.sigma = sigma
-        return _chunk_log1m(tri, face_ok, p, sigma)
+        return _chunk_log1m(tri, face_ok, inner, p, sigma)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
-        tri, face_ok, p = ctx.saved_tensors
+        tri, face_ok, inner, p = ctx.saved_tensors
         with torch.enable_grad():
             x = tri.detach().requires_grad_(True)
-            (grad_tri,) = torch.autograd.grad(_chunk_log1m(x, face_ok, p, ctx.sigma), x, grad)
-        return grad_tri, None, None, None
+            (grad_tri,) = torch.autograd.grad(_chunk_log1m(x, face_ok, inner, p, ctx.sigma), x, grad)
+        return grad_tri, None, None, None, None
 
 
 def soft_silhouettes_from_uv_dense(
@@ -94,11 +106,17 @@ def soft_silhouettes_from_uv_dense(
     tri = uv_render[:, faces]  # (B, F, 3, 2)
     e1, e2 = tri[:, :, 1] - tri[:, :, 0], tri[:, :, 2] - tri[:, :, 0]
     area2 = e1[..., 0] * e2[..., 1] - e1[..., 1] * e2[..., 0]  # (B, F)
-    face_ok = (vert_ok[:, faces].all(-1) & (area2 != 0)).to(uv_render.dtype)  # (B, F) zero-area faces skipped
+    keep = vert_ok[:, faces].all(-1) & (area2 != 0)  # (B, F) zero-area faces skipped
+    inner = torch.zeros(B, faces.shape[0], 3, dtype=uv_render.dtype, device=uv_render.device)
+    if settings.cull_back_faces:
+        # counter-clockwise faces pointing at the camera; only contour edges are soft (see render.py)
+        inner = (~contour_edges(area2, keep, edge_neighbours(faces))).to(uv_render.dtype) * INNER_EDGE_PX2
+        keep = keep & (area2 < 0)
+    face_ok = keep.to(uv_render.dtype)
     per = max(1, _CHUNK_ELEMENTS // (B * 3 * H * W))
     log1m = torch.zeros(B, H * W, dtype=uv_render.dtype, device=uv_render.device)
     for f0 in range(0, faces.shape[0], per):
-        args = (tri[:, f0:f0 + per], face_ok[:, f0:f0 + per], p, settings.sigma)
+        args = (tri[:, f0:f0 + per], face_ok[:, f0:f0 + per], inner[:, f0:f0 + per], p, settings.sigma)
         if torch.is_grad_enabled() and uv_render.requires_grad:
             log1m = log1m + _Recomputed.apply(*args)
         else:
