@@ -140,6 +140,8 @@ def main() -> None:
     p.add_argument("--dense-repeats", type=int, default=3, help="timed runs of the dense renderer (median)")
     p.add_argument("--sigma", type=float, default=FitSettings().sil_sigma,
                    help="SoftRas sigma, squared render pixels (default: the fitter's)")
+    p.add_argument("--all-faces", action="store_true",
+                   help="render back faces too (the fitter culls them: FitSettings.sil_cull_back_faces)")
     p.add_argument("--box-scale", type=float, default=1.3, help="crop side / hand extent (the fitter's)")
     p.add_argument("--skip-dense", action="store_true", help="time only the fast renderer")
     args = p.parse_args()
@@ -157,8 +159,10 @@ def main() -> None:
     gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else "-"
     log.info("machine: %s, %d cores, torch %s, device %s %s, load average %s", cpu_name(), os.cpu_count(),
              torch.__version__, device, gpu, " ".join(f"{x:.1f}" for x in os.getloadavg()))
-    log.info("mesh: %s, %d vertices, %d faces; sigma %.3g px^2, crop %.2f x the hand, float32, forward + backward",
-             source, len(verts_np), len(faces_np), args.sigma, args.box_scale)
+    log.info("mesh: %s, %d vertices, %d faces; sigma %.3g px^2, %s, crop %.2f x the hand, float32, forward + backward",
+             source, len(verts_np), len(faces_np), args.sigma,
+             "all faces" if args.all_faces or not FitSettings().sil_cull_back_faces else "back faces culled",
+             args.box_scale)
     extra = device.type == "cpu" and threads > 1
     log.info("%-24s %14s %14s %12s %8s", "meshes x views @ px", f"fast ms ({threads} thr)",
              "fast ms (1 thr)" if extra else "", f"dense ms ({threads} thr)", "ratio")
@@ -171,7 +175,8 @@ def main() -> None:
         jitter = torch.as_tensor(rng.normal(0, 0.01, (N, 1, 3)), dtype=torch.float32)
         verts = (torch.as_tensor(verts_np, dtype=torch.float32)[None] + jitter).to(device)  # (N, V, 3)
         boxes = hand_boxes(verts, cams, args.box_scale)
-        settings = SilhouetteSettings((size, size), sigma=args.sigma)
+        cull = FitSettings().sil_cull_back_faces and not args.all_faces
+        settings = SilhouetteSettings((size, size), sigma=args.sigma, cull_back_faces=cull)
         target = torch.rand(N, C, size, size, device=device)
 
         def fast(v, s=settings, b=boxes, c=cams):
