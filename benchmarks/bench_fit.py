@@ -111,7 +111,11 @@ def main() -> None:
     ap.add_argument("--device", default="auto")
     ap.add_argument("--cases", default="1:0,3:0.1", help="noise_px:outlier_rate pairs, comma-separated")
     ap.add_argument("--keep", type=Path, default=None, help="keep the sessions in this folder")
+    ap.add_argument("--threads", type=int, default=None,
+                    help="torch threads on the CPU (default: torch's); 1 is steadier on a shared machine")
     args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     print(f"machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
           f"torch {torch.__version__}, device {args.device} (cuda available: {torch.cuda.is_available()})")
     work = args.keep or Path(tempfile.mkdtemp(prefix="handanno_bench_fit_"))
