@@ -82,7 +82,8 @@ def run_case(args, noise: float, outliers: float, work: Path) -> list[dict]:
         dt = time.perf_counter() - t0
         acc = rep.accuracy or {}
         rows.append({"method": name, **{k: acc.get(k) for k in ("mpjpe_mm", "pa_mpjpe_mm", "mpvpe_mm", "pa_mpvpe_mm")},
-                     "shape_mm": shape_error_mm(run_dir, layer), "accepted": f"{rep.frames_accepted}/{rep.frames_total}",
+                     "shape_mm": shape_error_mm(run_dir, layer),
+                     "accepted": f"{rep.frames_accepted}/{rep.frames_total}",
                      "s_per_frame": dt / max(rep.frames_total, 1),
                      "stages": {k: round(v / max(rep.frames_total, 1), 4) for k, v in rep.timings_s.items()}})
     print(f"\n## noise {noise} px, outliers {outliers:.0%}  ({args.cameras} cameras, {args.frames} frames, "
