@@ -1,8 +1,9 @@
 """The calibration pipeline: board detections in, a calibrated rig and a report out (no file I/O).
 
 Steps: per-camera intrinsics (``cv2.calibrateCamera`` with outlier-view rejection, or
-given intrinsics) -> per-view board poses (PnP) -> initial camera poses along a maximum
-spanning tree of the co-visibility graph -> sparse bundle adjustment of all camera and
+given intrinsics), leaving out views of a board seen too obliquely -> per-view board poses
+(PnP) -> initial camera poses along a maximum spanning tree of the co-visibility graph (the
+oblique views are taken back if a camera is cut off without them) -> sparse bundle adjustment of all camera and
 board poses (and optionally intrinsics) -> world frame -> per-camera and per-view errors,
 coverage and warnings.
 
@@ -39,7 +40,14 @@ from handanno.calibration.bundle_adjust import (
     rotvec_to_matrix,
 )
 from handanno.calibration.camera import Camera, CameraRig, natural_key
-from handanno.calibration.extrinsics import compose, initialize_extrinsics, invert
+from handanno.calibration.extrinsics import (
+    ExtrinsicsInit,
+    compose,
+    covisibility,
+    initialize_extrinsics,
+    invert,
+    maximum_spanning_tree,
+)
 from handanno.calibration.intrinsics import (
     IntrinsicsResult,
     IntrinsicsSettings,
@@ -108,7 +116,8 @@ class CameraReport:
         views_used: views used in bundle adjustment.
         corners_used: corners used in bundle adjustment.
         dropped_views: stems dropped as outliers in the intrinsics stage.
-        skipped_views: stems with too few or collinear corners.
+        skipped_views: stems with too few or collinear corners, then stems left out as seen
+            too obliquely (``IntrinsicsSettings.max_view_angle_deg``).
         coverage: fraction of the coverage grid's cells holding a used corner.
         coverage_counts: ``(gy, gx)`` used corners per cell (row = image row band).
         intrinsics_fixed: intrinsics were given.
@@ -247,6 +256,30 @@ def _dense_observations(
     return uv
 
 
+def _initial_extrinsics(
+    names: list[str], intr: list[IntrinsicsResult]
+) -> tuple[ExtrinsicsInit, list[IntrinsicsResult], list[str]]:
+    """Camera and board poses along the co-visibility tree (:func:`initialize_extrinsics`).
+
+    Oblique views (:attr:`IntrinsicsResult.oblique`) are taken back, in every camera, when
+    some cameras share no view with cam0's group without them.
+
+    Returns:
+        ``(init, intr, cut_off)``: the initial poses, the intrinsics results (with their
+        oblique views among ``views`` when they were needed) and the cameras that needed them
+        (empty when none did).
+    """
+    W = covisibility([{v.stem for v in r.views} for r in intr])
+    reached = {0} | {child for _, child in maximum_spanning_tree(W, 0)}
+    cut_off = [n for c, n in enumerate(names) if c not in reached]
+    if cut_off and any(r.oblique for r in intr):
+        intr = [r.with_oblique_views() for r in intr]
+    else:
+        cut_off = []
+    poses = [{v.stem: (v.R_cam_from_board, v.t_cam_from_board) for v in r.views} for r in intr]
+    return initialize_extrinsics(names, poses, root=0), intr, cut_off
+
+
 def calibrate_rig(
     detections: Mapping[str, Mapping[str, Detection]], settings: CalibrateSettings
 ) -> CalibrationResult:
@@ -271,8 +304,7 @@ def calibrate_rig(
     obj = spec.object_points()  # (N, 3)
     intr = _camera_intrinsics(names, detections, settings)
 
-    poses = [{v.stem: (v.R_cam_from_board, v.t_cam_from_board) for v in r.views} for r in intr]
-    init = initialize_extrinsics(names, poses, root=0)
+    init, intr, taken_back = _initial_extrinsics(names, intr)
     uv = _dense_observations(intr, detections, init.stems, spec.num_corners)
     obs = Observations.from_dense(uv)
 
@@ -315,7 +347,8 @@ def calibrate_rig(
             name=name, rms_px=float(np.sqrt(sq[in_cam].mean())), intrinsics_rms_px=intr[c].rms_px,
             images=len(dets), views_with_board=sum(d.num_corners > 0 for d in dets.values()),
             views_used=len(intr[c].views), corners_used=int(in_cam.sum()), dropped_views=intr[c].dropped,
-            skipped_views=intr[c].skipped, coverage=coverage, coverage_counts=counts,
+            skipped_views=intr[c].skipped + tuple(v.stem for v in intr[c].oblique), coverage=coverage,
+            coverage_counts=counts,
             intrinsics_fixed=intr[c].fixed,
         ))  # fmt: skip
         views_c, inverse = np.unique(obs.view_idx[in_cam], return_inverse=True)
@@ -341,6 +374,13 @@ def calibrate_rig(
         elif intr[c].dropped:
             log.info("camera %s: %d view(s) dropped as outliers: %s", name, len(intr[c].dropped),
                      ", ".join(intr[c].dropped))  # fmt: skip
+    if taken_back:
+        warnings.append(
+            f"camera(s) {', '.join(taken_back)} share board views with the rest of the rig only where the board is "
+            f"turned more than {settings.intrinsics.max_view_angle_deg:g} deg from a camera, so those views were used, "
+            "though their corners are less accurate; add views that the cameras share while seeing the board more "
+            "squarely"
+        )
     if chessboard_is_symmetric(spec) and len(names) > 1:
         warnings.append(
             f"board {spec} looks the same turned by 180 degrees (inner corners {spec.size_x}+{spec.size_y} even), so "
