@@ -47,7 +47,7 @@ class DemoSettings:
     seed: int = 0
     keypoint_noise_px: float = 2.0
     outlier_rate: float = 0.05
-    calib_views: int = 20
+    calib_views: int = 60  # a one-minute pass of the board through the dome
     device: str = "auto"
     silhouette: bool = True  # GrabCut masks and the silhouette stage, as `handanno fit` runs them
     progress: bool = True
@@ -72,7 +72,7 @@ def run_demo(settings: DemoSettings) -> dict:
 
     t0 = time.perf_counter()
     board = parse_board_spec(synth_settings.board)
-    calib = calibrate_directory(session_dir / "calib", CalibrateSettings(board=board), out / "rig_calibrated.json",
+    calib = calibrate_directory(session_dir / "calib", CalibrateSettings(board=board, refine_intrinsics=True), out / "rig_calibrated.json",
                                 report_dir=out / "calibration_report")
     t_calib = time.perf_counter() - t0
     true_rig = read_rig(session_dir / "rig.json")
