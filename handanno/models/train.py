@@ -385,7 +385,7 @@ def train_one_epoch(
         state.step += 1
         n_batches += 1
         n_samples += len(batch["uv"])
-        totals["loss"] = totals.get("loss", 0.0) + float(loss)
+        totals["loss"] = totals.get("loss", 0.0) + float(loss.detach())
         for k, v in parts.items():
             totals[k] = totals.get(k, 0.0) + v
         if step_writer is not None and (state.step % cfg.log_every == 0 or state.step == 1):
