@@ -266,9 +266,12 @@ def _fit_summary(report) -> str:
               help="Accept a frame only if the median mask IoU over views with a mask is at least this.")
 @click.option("--batch-frames", default=None, type=click.IntRange(min=1),
               help="Frames fitted at once (default 64 on the CPU, 1024 on CUDA).")
+@click.option("--threads", default=None, type=click.IntRange(min=1),
+              help="Torch threads on the CPU (default: torch's). 1 is fastest on a machine shared with other jobs.")
 def fit_cmd(session: str, model_dir: str | None, hand: str, detector: str, weights: str | None, device: str,
             no_silhouette: bool, no_export: bool, overlays: bool, frames: str | None, force: bool,
-            max_reproj_px: float, max_reproj_rel: float, min_mask_iou: float, batch_frames: int | None) -> None:
+            max_reproj_px: float, max_reproj_rel: float, min_mask_iou: float, batch_frames: int | None,
+            threads: int | None) -> None:
     """Annotate a session: detect, triangulate, segment, fit the hand model, export FreiHAND labels.
 
     Each stage is skipped where its outputs already exist (--force redoes them); prints a
@@ -276,8 +279,12 @@ def fit_cmd(session: str, model_dir: str | None, hand: str, detector: str, weigh
     """
     from pathlib import Path
 
+    import torch
+
     from handanno.annotate.pipeline import AcceptSettings, PipelineSettings, run_pipeline
 
+    if threads:
+        torch.set_num_threads(threads)
     settings = PipelineSettings(
         session=Path(session), model_dir=Path(model_dir) if model_dir else None, hand=hand, detector=detector,
         detector_weights=Path(weights) if weights else None, device=device, silhouette=not no_silhouette,

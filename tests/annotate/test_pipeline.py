@@ -170,11 +170,13 @@ def test_fit_command(fitted, tmp_path, monkeypatch):
     monkeypatch.setattr(pipeline, "run_pipeline", run_fast)
     root = Path(shutil.copytree(fitted[0], tmp_path / "session"))
     res = CliRunner().invoke(main, ["fit", "--session", str(root), "--device", "cpu", "--max-reproj-px", "5",
-                                    "--min-mask-iou", "0.5", "--frames", "0:2", "--batch-frames", "2"])  # fmt: skip
+                                    "--min-mask-iou", "0.5", "--frames", "0:2", "--batch-frames", "2",
+                                    "--max-reproj-rel", "0.1", "--threads", "1"])  # fmt: skip
     assert res.exit_code == 0, res.output
     s = seen[0]
     assert s.session == root and s.hand == "right" and s.detector == "given" and s.frames == "0:2"
-    assert s.accept == AcceptSettings(max_reproj_px=5.0, min_mask_iou=0.5) and s.batch_frames == 2
+    assert s.accept == AcceptSettings(max_reproj_px=5.0, max_reproj_rel=0.1, min_mask_iou=0.5)
+    assert s.batch_frames == 2 and torch.get_num_threads() == 1
     assert s.silhouette and s.export and not s.force and s.model_dir is None
     assert "fit: 2 frames; 0 fitted now, 2 accepted in all, 0 skipped" in res.output
     assert "vs ground truth (2 frames): MPJPE" in res.output
