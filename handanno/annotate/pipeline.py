@@ -5,11 +5,10 @@ bring their own keypoints or masks and an interrupted run resumes:
 
 1. detect      keypoints2d/<cam>/<frame>.json   (given | cpm | mediapipe)
 2. triangulate (in memory) robust DLT per frame; the fit's initialisation
-3. segment     masks/<cam>/<frame>.png          GrabCut seeded by the reprojected keypoints
-4. fit         fits/<frame>.json                batched MANO fit, keypoints then silhouettes;
-               masks made by this run are segmented again from the fitted mesh and the
-               frames are refitted
-5. export      labels/                          FreiHAND layout, accepted frames only
+3. fit         fits/<frame>.json                batched MANO fit to the keypoints, then
+   segment     masks/<cam>/<frame>.png          GrabCut seeded by that fit's mesh, then
+               the silhouette stage (keypoints and masks together)
+4. export      labels/                          FreiHAND layout, accepted frames only
 
 ``report.json`` in the session sums it up (per-frame quality, skipped frames with reasons,
 timings, and, for synthetic sessions with ``ground_truth/``, the accuracy).
@@ -187,72 +186,6 @@ def run_triangulate(rig: CameraRig, kp: np.ndarray, settings: PipelineSettings) 
 # ----------------------------------------------------------------------------------------
 # 3. segment
 # ----------------------------------------------------------------------------------------
-def _segment_jobs(session: Session, frames: list[str], settings: PipelineSettings) -> list[tuple[int, int]]:
-    """``(frame index, camera index)`` of the views whose mask is to be made (missing, or --force)."""
-    return [(b, c) for b in range(len(frames)) for c in range(len(session.cameras))
-            if settings.force or not session.mask_path(session.cameras[c], frames[b]).is_file()]  # fmt: skip
-
-
-def _segment_views(
-    session: Session, frames: list[str], jobs: list[tuple[int, int]],
-    seeds: Callable[[int, int], tuple[np.ndarray | None, np.ndarray | None]], settings: PipelineSettings,
-) -> set[tuple[str, str]]:
-    """GrabCut the ``jobs`` views, a thread per core (OpenCV releases the GIL); write their masks.
-
-    Args:
-        session: the session.
-        frames: the batch's frames.
-        jobs: ``(frame index into frames, camera index)`` pairs.
-        seeds: ``(b, c) -> (keypoints (21, 3) or None, silhouette (H, W) bool or None)``.
-        settings: GrabCut settings and the progress bar switch.
-
-    Returns:
-        The ``(camera, frame)`` masks written.
-    """
-
-    def one(job: tuple[int, int]) -> tuple[str, str] | None:
-        b, c = job
-        cam, frame = session.rig[c], frames[b]
-        keypoints, silhouette = seeds(b, c)
-        if keypoints is None and silhouette is None:
-            return None
-        image = read_image(session.images[(cam.name, frame)])
-        mask = grabcut.segment_hand(image, keypoints=keypoints, silhouette=silhouette, settings=settings.grabcut)
-        if mask is None:
-            return None
-        write_mask(session.mask_path(cam.name, frame), mask)
-        return cam.name, frame
-
-    workers = max(1, min(os.cpu_count() or 1, 8))
-    with ThreadPoolExecutor(workers) as pool:
-        done = list(_bar(pool.map(one, jobs), settings, "segment", total=len(jobs)))
-    return {d for d in done if d is not None}
-
-
-def run_segment(
-    session: Session, frames: list[str], tri: Triangulated, kp: np.ndarray, settings: PipelineSettings
-) -> set[tuple[str, str]]:
-    """GrabCut every view whose mask is missing; seeds are the reprojected robust 3D keypoints.
-
-    The pipeline seeds GrabCut with the keypoint fit's mesh instead (:func:`segment_from_fit`);
-    this is for masks without a fit.
-
-    Returns:
-        The ``(camera, frame)`` masks written by this run.
-    """
-
-    def seeds(b: int, c: int) -> tuple[np.ndarray | None, None]:
-        known = np.all(np.isfinite(tri.joints3d[b]), axis=1)
-        if known.sum() >= 4:
-            uv = session.rig[c].project(tri.joints3d[b])
-            return np.concatenate([uv, known[:, None].astype(float)], axis=1), None
-        if (kp[b, c, :, 2] >= settings.min_keypoint_conf).sum() < 4:
-            return None, None
-        return kp[b, c].copy(), None
-
-    return _segment_views(session, frames, _segment_jobs(session, frames, settings), seeds, settings)
-
-
 def segment_from_fit(
     session: Session, frames: list[str], vertices: np.ndarray, faces: np.ndarray, kp: np.ndarray,
     settings: PipelineSettings,
@@ -262,6 +195,7 @@ def segment_from_fit(
     The mesh of the keypoint fit seeds GrabCut better than the keypoints do (its outline is
     probable hand, its eroded inside sure hand), so each view is segmented once, after that
     fit. Masks already there (the user's, or an earlier run's) are kept unless ``--force``.
+    Views run in a thread per core (OpenCV releases the GIL).
 
     Args:
         session: the session.
@@ -274,12 +208,25 @@ def segment_from_fit(
     Returns:
         The ``(camera, frame)`` masks written by this run.
     """
+    jobs = [(b, c) for b in range(len(frames)) for c in range(len(session.cameras))
+            if settings.force or not session.mask_path(session.cameras[c], frames[b]).is_file()]  # fmt: skip
 
-    def seeds(b: int, c: int) -> tuple[np.ndarray | None, np.ndarray]:
+    def one(job: tuple[int, int]) -> tuple[str, str] | None:
+        b, c = job
+        cam, frame = session.rig[c], frames[b]
         ok = kp[b, c, :, 2] >= settings.min_keypoint_conf
-        return (kp[b, c] if ok.sum() >= 4 else None), mesh_mask(vertices[b], faces, session.rig[c])
+        image = read_image(session.images[(cam.name, frame)])
+        seeds_kp = kp[b, c] if ok.sum() >= 4 else None
+        sil = mesh_mask(vertices[b], faces, cam)
+        mask = grabcut.segment_hand(image, keypoints=seeds_kp, silhouette=sil, settings=settings.grabcut)
+        if mask is None:
+            return None
+        write_mask(session.mask_path(cam.name, frame), mask)
+        return cam.name, frame
 
-    return _segment_views(session, frames, _segment_jobs(session, frames, settings), seeds, settings)
+    with ThreadPoolExecutor(max(1, min(os.cpu_count() or 1, 8))) as pool:
+        done = list(_bar(pool.map(one, jobs), settings, "segment", total=len(jobs)))
+    return {d for d in done if d is not None}
 
 
 # ----------------------------------------------------------------------------------------

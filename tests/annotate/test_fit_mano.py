@@ -17,7 +17,7 @@ import torch
 from scipy.spatial.transform import Rotation
 
 from handanno.annotate import losses
-from handanno.annotate.fit_mano import FitInputs, FitSettings, fit_batch, initial_pose, kabsch
+from handanno.annotate.fit_mano import FitInputs, FitSettings, fit_batch, initial_pose, kabsch, keypoint_noise_px
 from handanno.annotate.pipeline import (
     PipelineSettings,
     _silhouette_renderer,
@@ -363,6 +363,22 @@ def test_float64_layer_fits_float32_observations(model, rig, truth):
     inputs = _exact_inputs(rig, truth)
     res = fit_batch(ManoLayer(model, dtype=torch.float64), inputs, FitSettings(iters_3d=20, iters_2d=40))
     assert metrics.mpjpe(res.joints, truth.joints) < 5.0
+
+
+def test_keypoint_noise_estimate_per_frame(rig, truth):
+    """2 px per axis Gaussian noise on frame 0, 0.5 px on frame 1, 30 % outliers on frame 2: the
+    median-based estimate finds each frame's noise (outliers barely move it)."""
+    inputs = _exact_inputs(rig, truth)
+    rng = np.random.default_rng(3)
+    uv = inputs.uv_px.clone()
+    for b, std in enumerate((2.0, 0.5, 1.0)):
+        uv[b] += torch.as_tensor(rng.normal(0, std, uv[b].shape), dtype=uv.dtype)
+    bad = torch.as_tensor(rng.random(uv[2].shape[:2]) < 0.3)
+    uv[2][bad] += 80.0
+    noise = keypoint_noise_px(torch.as_tensor(truth.joints, dtype=torch.float32), replace(inputs, uv_px=uv))
+    assert noise.shape == (3,)
+    assert abs(noise[0] - 2.0) < 0.3 and abs(noise[1] - 0.5) < 0.08
+    assert 1.0 < noise[2] < 1.6  # the median shifts with 30 % outliers, but stays near the inliers' 1 px
 
 
 def test_kabsch_with_zero_weights_is_a_clear_error():
