@@ -1,9 +1,11 @@
-"""One shape-check helper, used everywhere instead of hand-written conditions."""
+"""Input checks used everywhere instead of hand-written conditions: shapes, numeric arrays."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import Any
+
+import numpy as np
 
 from handanno.errors import HandannoError
 
@@ -38,7 +40,7 @@ def check_shape(x: Any, shape: Sequence[str | int], name: str = "tensor") -> Non
         tail = actual
     sizes: dict[str, int] = {}
     if ok:
-        for want, got in zip(pattern, tail):
+        for want, got in zip(pattern, tail, strict=True):
             if isinstance(want, int):
                 ok = ok and want == got
             elif want in sizes:
@@ -48,3 +50,21 @@ def check_shape(x: Any, shape: Sequence[str | int], name: str = "tensor") -> Non
     if not ok:
         want_str = "(" + ", ".join(str(s) for s in shape) + ")"
         raise HandannoError(f"{name} must have shape {want_str}, got {actual}")
+
+
+def as_float64(x: Any, name: str) -> np.ndarray:
+    """A numpy float64 copy of an array, a nested list or a (detached) torch tensor.
+
+    Raises:
+        HandannoError: naming ``name`` when ``x`` is not numeric.
+
+    Example:
+        >>> as_float64([1, 2], "xyz").dtype
+        dtype('float64')
+    """
+    if hasattr(x, "detach"):
+        x = x.detach().cpu().numpy()
+    try:
+        return np.array(x, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise HandannoError(f"{name}: not a numeric array ({exc})") from exc

@@ -24,7 +24,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from handanno.check import check_shape
+from handanno.check import as_float64, check_shape
 from handanno.data.conventions import (
     NUM_BETAS,
     NUM_JOINTS,
@@ -40,15 +40,6 @@ FREIHAND_IMAGE_SIZE = 224
 FREIHAND_DB_SIZE = {"training": 32560, "evaluation": 3960}
 # fh_utils.sample_version.valid_options(), in the order of their id offsets.
 SAMPLE_VERSIONS = ("gs", "hom", "sample", "auto")
-
-
-def _np64(x: Any, name: str) -> np.ndarray:
-    if hasattr(x, "detach"):
-        x = x.detach().cpu().numpy()
-    try:
-        return np.array(x, dtype=np.float64)
-    except (TypeError, ValueError) as exc:
-        raise HandannoError(f"{name}: not a numeric array ({exc})") from exc
 
 
 # --------------------------------------------------------------------------- versions
@@ -118,9 +109,9 @@ def pose_to_camera_frame(pose: Any, R_cam: Any) -> np.ndarray:
         >>> np.round(q[:4], 6).tolist()
         [3.141593, 0.0, 0.0, 0.1]
     """
-    p = _np64(pose, "pose")
+    p = as_float64(pose, "pose")
     check_shape(p, ("*", NUM_POSE), "pose")
-    R = _np64(R_cam, "R_cam")
+    R = as_float64(R_cam, "R_cam")
     _check_rotation(R, "R_cam")
     R_global = _rotvec_to_matrix(p[..., :3])  # (B, 3, 3)
     out = p.copy()
@@ -156,8 +147,8 @@ def freihand_mano_vector(pose_cam: Any, betas: Any, uv_root: Any, scale: Any) ->
         >>> freihand_mano_vector(np.zeros(48), np.zeros(10), [112.0, 100.0], 500.0)[-3:].tolist()
         [112.0, 100.0, 500.0]
     """
-    p, b, uv = _np64(pose_cam, "pose_cam"), _np64(betas, "betas"), _np64(uv_root, "uv_root")
-    s = _np64(scale, "scale")
+    p, b, uv = as_float64(pose_cam, "pose_cam"), as_float64(betas, "betas"), as_float64(uv_root, "uv_root")
+    s = as_float64(scale, "scale")
     check_shape(p, ("*", NUM_POSE), "pose_cam")
     lead = p.shape[:-1]
     for arr, n, name in ((b, NUM_BETAS, "betas"), (uv, 2, "uv_root")):
@@ -177,7 +168,7 @@ def split_mano_vector(mano: Any) -> ManoVector:
     Returns:
         :class:`ManoVector` with leading dimensions kept.
     """
-    v = _np64(mano, "mano")
+    v = as_float64(mano, "mano")
     check_shape(v, ("*", NUM_MANO_PARAMS_FREIHAND), "mano")
     return ManoVector(v[..., :48], v[..., 48:58], v[..., 58:60], v[..., 60])
 
@@ -191,7 +182,7 @@ def get_focal_pp(K: Any) -> tuple[np.ndarray, np.ndarray]:
     Returns:
         ``focal`` ``(*,)`` = ``(fx + fy) / 2`` and ``pp`` ``(*, 2)`` = ``(cx, cy)``, px.
     """
-    k = _np64(K, "K")
+    k = as_float64(K, "K")
     check_shape(k, ("*", 3, 3), "K")
     return 0.5 * (k[..., 0, 0] + k[..., 1, 1]), k[..., :2, 2]
 
@@ -212,7 +203,7 @@ def recover_root(uv_root: Any, scale: Any, K: Any) -> np.ndarray:
         >>> recover_root([122.0, 112.0], 200.0, K).tolist()
         [0.05, 0.0, 0.5]
     """
-    uv, s = _np64(uv_root, "uv_root"), _np64(scale, "scale")
+    uv, s = as_float64(uv_root, "uv_root"), as_float64(scale, "scale")
     check_shape(uv, ("*", 2), "uv_root")
     focal, pp = get_focal_pp(K)
     xyz = np.concatenate([uv - pp, np.broadcast_to(focal[..., None], uv[..., :1].shape)], axis=-1)
@@ -239,7 +230,7 @@ def root_uv_and_scale(xyz_root: Any, K: Any) -> tuple[np.ndarray, np.ndarray]:
         >>> uv, s = root_uv_and_scale([0.05, 0.0, 0.5], K); uv.tolist(), float(s)
         ([122.0, 112.0], 200.0)
     """
-    xyz = _np64(xyz_root, "xyz_root")
+    xyz = as_float64(xyz_root, "xyz_root")
     check_shape(xyz, ("*", 3), "xyz_root")
     if not np.all(xyz[..., 2] > 0):
         raise HandannoError(f"xyz_root must lie in front of the camera (Z > 0), got Z = {xyz[..., 2].tolist()}")
@@ -257,7 +248,7 @@ def keypoint_scale(xyz: Any) -> np.ndarray:
     Returns:
         ``(*,)`` the length of the middle finger's proximal bone.
     """
-    x = _np64(xyz, "xyz")
+    x = as_float64(xyz, "xyz")
     check_shape(x, ("*", NUM_JOINTS, 3), "xyz")
     a, b = SCALE_KEYPOINTS
     return np.linalg.norm(x[..., a, :] - x[..., b, :], axis=-1)
@@ -273,7 +264,7 @@ def project_points(xyz: Any, K: Any) -> np.ndarray:
     Returns:
         ``(*, N, 2)`` pixels.
     """
-    x, k = _np64(xyz, "xyz"), _np64(K, "K")
+    x, k = as_float64(xyz, "xyz"), as_float64(K, "K")
     check_shape(x, ("*", "N", 3), "xyz")
     check_shape(k, ("*", 3, 3), "K")
     uvw = np.einsum("...ij,...nj->...ni", k, x)  # K @ x per point, (*, N, 3)
@@ -319,11 +310,11 @@ def rebuild_xyz_from_mano(mano: Any, K: Any, hand_layer: Any) -> RebuiltHand:
     """
     import torch
 
-    k = _np64(K, "K")
+    k = as_float64(K, "K")
     single = k.ndim == 2
     check_shape(k, (3, 3) if single else ("B", 3, 3), "K")
     B = 1 if single else k.shape[0]
-    v = _np64(mano, "mano")
+    v = as_float64(mano, "mano")
     if v.size != B * NUM_MANO_PARAMS_FREIHAND:
         raise HandannoError(f"mano must hold {B} x 61 numbers to match K {k.shape}, got shape {v.shape}")
     parts = split_mano_vector(v.reshape(B, NUM_MANO_PARAMS_FREIHAND))
@@ -372,7 +363,7 @@ def hand_crop_box(uv_px: Any, enlarge: float = 1.5, min_size_px: float = 16.0) -
         >>> hand_crop_box([[100.0, 50.0], [140.0, 150.0]], enlarge=2.0)
         CropBox(x0=20.0, y0=0.0, size_px=200.0)
     """
-    uv = _np64(uv_px, "uv_px")
+    uv = as_float64(uv_px, "uv_px")
     check_shape(uv, ("N", 2), "uv_px")
     uv = uv[np.all(np.isfinite(uv), axis=1)]
     if len(uv) == 0:
@@ -429,7 +420,7 @@ def crop_intrinsics(
         >>> crop_intrinsics(K, (416.0, 136.0, 448), 224).tolist()  # centred: pp at the crop's centre
         [[500.0, 0.0, 111.5], [0.0, 500.0, 111.5], [0.0, 0.0, 1.0]]
     """
-    k = _np64(K, "K")
+    k = as_float64(K, "K")
     check_shape(k, (3, 3), "K")
     return crop_affine(box, out_size) @ k
 

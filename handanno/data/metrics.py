@@ -40,7 +40,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from handanno.check import check_shape
+from handanno.check import as_float64, check_shape
 from handanno.errors import HandannoError
 
 M_TO_MM = 1000.0
@@ -58,19 +58,9 @@ _PROCRUSTES_EPS = 1e-8
 # --------------------------------------------------------------------------- helpers
 
 
-def _as_float64(x: Any, name: str) -> np.ndarray:
-    """Numpy float64 copy of an array or (detached) torch tensor."""
-    if hasattr(x, "detach"):
-        x = x.detach().cpu().numpy()
-    try:
-        return np.array(x, dtype=np.float64)
-    except (TypeError, ValueError) as exc:
-        raise HandannoError(f"{name}: not a numeric array ({exc})") from exc
-
-
 def _points_pair(pred: Any, gt: Any, dim: int, name: str = "points") -> tuple[np.ndarray, np.ndarray]:
     """Check and flatten ``pred``/``gt`` of shape ``(*, N, dim)`` to ``(B, N, dim)``."""
-    pred_a, gt_a = _as_float64(pred, f"pred {name}"), _as_float64(gt, f"gt {name}")
+    pred_a, gt_a = as_float64(pred, f"pred {name}"), as_float64(gt, f"gt {name}")
     check_shape(gt_a, ("*", "N", dim), f"gt {name}")
     check_shape(pred_a, ("*", "N", dim), f"pred {name}")
     if pred_a.shape != gt_a.shape:
@@ -206,7 +196,7 @@ class SimilarityTransform(NamedTuple):
 
     def apply(self, points: Any) -> np.ndarray:
         """Map ``(B, M, 3)`` points given in the prediction's frame onto the ground truth."""
-        x = _as_float64(points, "points")
+        x = as_float64(points, "points")
         check_shape(x, (self.R.shape[0], "M", 3), "points")
         centred = (x - self.t_pred[:, None, :]) / self.norm_pred[:, None, None]
         rotated = np.einsum("bmj,bij->bmi", centred, self.R)  # x @ R.T, (B, M, 3)
@@ -313,7 +303,7 @@ class FScore(NamedTuple):
 
 
 def _cloud_batch(x: Any, name: str) -> np.ndarray:
-    a = _as_float64(x, name)
+    a = as_float64(x, name)
     check_shape(a, ("*", "N", 3), name)
     return a.reshape(-1, a.shape[-2], 3)  # (B, N, 3)
 
@@ -386,7 +376,7 @@ def pck_curve_3d(errors_mm: Any, thresholds_mm: Any = AUC_3D_THRESHOLDS_MM, mask
         >>> pck_curve_3d(np.array([[1.0, 2.0, 3.0, 4.0]]), [0.0, 1.0, 2.5, 4.0])
         array([0.  , 0.25, 0.5 , 1.  ])
     """
-    err = _as_float64(errors_mm, "errors_mm")
+    err = as_float64(errors_mm, "errors_mm")
     check_shape(err, ("B", "N"), "errors_mm")
     curves = _per_point_pck(err, _mask_for(mask, *err.shape), _thresholds(thresholds_mm, "thresholds_mm"))
     return curves.mean(axis=0) if curves.size else np.full(len(np.atleast_1d(thresholds_mm)), np.nan)
@@ -416,7 +406,7 @@ def auc_3d(errors_mm: Any, thresholds_mm: Any = AUC_3D_THRESHOLDS_MM, mask: Any 
         >>> auc_3d(np.zeros((3, 21)))
         1.0
     """
-    err = _as_float64(errors_mm, "errors_mm")
+    err = as_float64(errors_mm, "errors_mm")
     check_shape(err, ("B", "N"), "errors_mm")
     return _auc(err, _mask_for(mask, *err.shape), _thresholds(thresholds_mm, "thresholds_mm"))
 
