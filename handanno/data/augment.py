@@ -116,7 +116,7 @@ def crop_transform(
 
     Example:
         >>> t = crop_transform(np.array([100.0, 50.0]), 40.0, 20)
-        >>> apply_affine(t.A, np.array([[100.0, 50.0], [80.5, 30.5]])).round(3).tolist()
+        >>> apply_affine(t.A, np.array([[100.0, 50.0], [81.0, 31.0]])).round(3).tolist()
         [[9.5, 9.5], [0.0, 0.0]]
     """
     zoom = crop_size / side_px
