@@ -85,3 +85,16 @@ def make_mano_dict() -> Callable[..., dict[str, object]]:
 def mano_dict() -> dict[str, object]:
     """A tiny random MANO-format model dict (seed 0)."""
     return random_mano_dict(0)
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One intra-op torch thread for a module (opt in: ``pytestmark = pytest.mark.usefixtures(...)``).
+
+    These tests' tensors are small, and on a shared 2-core machine a second thread turns each
+    op into a wait for the other (a fit took 59 s with 2 threads and 19 s with 1 under load).
+    """
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

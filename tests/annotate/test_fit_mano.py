@@ -36,13 +36,7 @@ from handanno.models.mano import ManoLayer
 F64 = torch.float64
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """Small batches gain nothing from intra-op threads; on two shared cores more threads only oversubscribe."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -43,14 +43,7 @@ def _mtimes(folder: Path) -> dict[str, int]:
     return {p.name: p.stat().st_mtime_ns for p in sorted(folder.glob("*.json"))}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """Batches of 1-3 frames gain nothing from intra-op threads; on two shared cores extra threads only
-    oversubscribe them (the same fit took 59 s with 2 threads and 19 s with 1 under load)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -32,14 +32,7 @@ EXACT_EPS = 1e-12  # footprint cut-off that makes the truncation invisible (< F 
 DIST = [-0.12, 0.05, 0.001, -0.001, 0.0]  # mild barrel distortion, as a real rig has
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One intra-op thread: these tensors are small, and on a busy 2-core machine a second
-    thread turns each op into a wait for the other (10x the CPU time, measured)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -29,12 +29,7 @@ TINY_UNET = ["--set", "crop_size=32", "--set", "base_channels=8", "--set", "dept
 TINY_CPM = {"width": 0.0625, "crop_size": 32}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
