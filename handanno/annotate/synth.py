@@ -37,7 +37,7 @@ from scipy.spatial.transform import Rotation
 
 from handanno.annotate import raycast
 from handanno.calibration.board import BoardSpec, parse_board_spec
-from handanno.calibration.camera import Camera, CameraRig
+from handanno.calibration.camera import Camera, CameraRig, look_at
 from handanno.check import check_shape
 from handanno.data.conventions import (
     FREIHAND_FROM_EXTENDED,
@@ -179,18 +179,6 @@ class SynthResult:
 # --------------------------------------------------------------------------- rig
 
 
-def _look_at(center: np.ndarray, target: np.ndarray, roll_rad: float) -> tuple[np.ndarray, np.ndarray]:
-    """World-to-camera ``(R, t)`` of a camera at ``center`` looking at ``target`` (world z up)."""
-    z = target - center
-    z /= np.linalg.norm(z)
-    x = np.cross(z, [0.0, 0.0, 1.0])  # right = forward x up
-    x /= np.linalg.norm(x)
-    y = np.cross(z, x)  # down
-    R = np.stack([x, y, z])  # rows: camera axes in world coordinates
-    R = Rotation.from_rotvec([0.0, 0.0, roll_rad]).as_matrix() @ R  # roll about the optical axis
-    return R, -R @ center
-
-
 def make_rig(num_cameras: int, image_size: tuple[int, int], seed: int) -> tuple[CameraRig, dict[str, str]]:
     """A dome of cameras around the origin with realistic, different intrinsics.
 
@@ -235,7 +223,7 @@ def make_rig(num_cameras: int, image_size: tuple[int, int], seed: int) -> tuple[
             role = "offset"
             side = np.cross(center, [0.0, 0.0, 1.0])
             target = 0.07 * side / np.linalg.norm(side)
-        R, t = _look_at(center, target, np.deg2rad(rng.uniform(-4, 4)))
+        R, t = look_at(center, target, np.deg2rad(rng.uniform(-4, 4)))
         fx = focal
         fy = focal * rng.uniform(0.995, 1.005)
         cx = (W - 1) / 2 + rng.uniform(-0.05, 0.05) * W

@@ -129,6 +129,30 @@ def undistort_points(uv_px: np.ndarray, K: np.ndarray, dist: np.ndarray) -> np.n
     return out
 
 
+def look_at(center, target=(0.0, 0.0, 0.0), roll_rad: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+    """World-to-camera ``(R (3, 3), t (3,) metres)`` of a camera at ``center`` looking at ``target``.
+
+    World z is up: the camera's x (right) is ``forward x up``, its y points down, then the
+    camera is rolled by ``roll_rad`` about its optical axis. Undefined when looking straight
+    up or down.
+
+    Example:
+        >>> R, t = look_at([0.0, -1.0, 0.0])
+        >>> R.round(6).tolist(), t.round(6).tolist()
+        ([[1.0, 0.0, 0.0], [0.0, 0.0, -1.0], [0.0, 1.0, 0.0]], [0.0, 0.0, 1.0])
+    """
+    center = np.asarray(center, np.float64)
+    z = np.asarray(target, np.float64) - center
+    z /= np.linalg.norm(z)
+    x = np.cross(z, [0.0, 0.0, 1.0])  # right = forward x up
+    x /= np.linalg.norm(x)
+    R = np.stack([x, np.cross(z, x), z])  # rows: camera axes in world coordinates
+    if roll_rad:
+        c, s = np.cos(roll_rad), np.sin(roll_rad)
+        R = np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]]) @ R
+    return R, -R @ center
+
+
 def rotation_error(R: np.ndarray, where: str) -> None:
     """Raise unless ``R`` is a proper rotation (orthonormal, det +1) within 1e-4."""
     R = np.asarray(R, dtype=np.float64)

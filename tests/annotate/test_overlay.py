@@ -6,22 +6,12 @@ import pytest
 
 from handanno.annotate import raycast
 from handanno.annotate.overlay import contact_sheet, draw_outline, draw_skeleton, mesh_mask, put_label
-from handanno.calibration.camera import Camera
+from handanno.calibration.camera import Camera, look_at
 from handanno.data.conventions import BONES
 
 
-def _look_at(center, target=(0.0, 0.0, 0.0)):
-    center = np.asarray(center, float)
-    z = np.asarray(target, float) - center
-    z /= np.linalg.norm(z)
-    x = np.cross(z, [0.0, 0.0, 1.0])
-    x /= np.linalg.norm(x)
-    R = np.stack([x, np.cross(z, x), z])
-    return R, -R @ center
-
-
 def _distorted_camera(size=(320, 240)):
-    R, t = _look_at((0.3, -0.25, 0.2))
+    R, t = look_at((0.3, -0.25, 0.2))
     W, H = size
     K = [[300.0, 0.0, W / 2 + 3.3], [0.0, 301.0, H / 2 - 2.0], [0.0, 0.0, 1.0]]
     return Camera("cam", K, [-0.14, 0.04, 1e-3, -1.5e-3, 0.0], R, t, size)

@@ -5,21 +5,11 @@ import open3d as o3d
 import pytest
 
 from handanno.annotate import raycast
-from handanno.calibration.camera import Camera, project_points, undistort_points
-
-
-def _look_at(center, target=(0.0, 0.0, 0.0)):
-    center = np.asarray(center, float)
-    z = np.asarray(target, float) - center
-    z /= np.linalg.norm(z)
-    x = np.cross(z, [0.0, 0.0, 1.0])
-    x /= np.linalg.norm(x)
-    R = np.stack([x, np.cross(z, x), z])
-    return R, -R @ center
+from handanno.calibration.camera import Camera, look_at, project_points, undistort_points
 
 
 def _camera(dist=(-0.14, 0.04, 1e-3, -1.5e-3, 0.0), size=(96, 72), skew=0.0, center=(0.3, -0.25, 0.2)):
-    R, t = _look_at(center)
+    R, t = look_at(center)
     W, H = size
     K = [[110.0, skew, W / 2 + 3.3], [0.0, 111.0, H / 2 - 2.1], [0.0, 0.0, 1.0]]
     return Camera("cam", K, list(dist), R, t, size)

@@ -17,6 +17,7 @@ from click.testing import CliRunner
 from handanno.annotate import raycast, synth
 from handanno.annotate.synth import SynthSettings, synthesize
 from handanno.calibration.board import detect_board, parse_board_spec
+from handanno.calibration.camera import look_at
 from handanno.calibration.rig_io import read_rig
 from handanno.cli import main
 from handanno.data.conventions import NUM_BETAS, NUM_JOINTS, NUM_POSE
@@ -209,7 +210,7 @@ def test_board_render_corners_at_full_resolution(board):
     spec = parse_board_spec(board)
     tex = synth.board_texture(spec)
     cam = rig[0]
-    R, t = synth._look_at(cam.center, np.zeros(3), 0.0)  # board facing camera 0 squarely
+    R, t = look_at(cam.center)  # board facing camera 0 squarely
     pose = np.eye(4)
     pose[:3, :3] = R.T  # board axes = camera axes: printed side (-z) towards the camera
     middle = np.array([tex.origin_m[0] + tex.size_m[0] / 2, tex.origin_m[1] + tex.size_m[1] / 2, 0.0])
@@ -234,7 +235,7 @@ def test_board_render_is_not_aliased_close_up():
     spec = parse_board_spec("charuco:7x5:0.04:0.03:DICT_4X4_50")
     tex = synth.board_texture(spec)
     cam = rig[[n for n, r in roles.items() if r == "close"][0]]
-    R, _ = synth._look_at(cam.center, np.zeros(3), 0.0)
+    R, _ = look_at(cam.center)
     pose = np.eye(4)
     pose[:3, :3] = R.T
     pose[:3, 3] = -R.T @ np.array([tex.size_m[0] / 2, tex.size_m[1] / 2, 0.0])  # board centre at the origin

@@ -34,19 +34,11 @@ from handanno.calibration.bundle_adjust import (
     structured_jacobian,
     unpack,
 )
-from handanno.calibration.camera import Camera, CameraRig
+from handanno.calibration.camera import Camera, CameraRig, look_at
 from handanno.calibration.extrinsics import rotation_angle_deg
 from handanno.errors import HandannoError
 
 SPEC = parse_board_spec("charuco:7x5:0.05:0.035:DICT_4X4_50")
-
-
-def _look_at(center: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    z = -center / np.linalg.norm(center)
-    x = np.cross(z, [0.0, 0.0, 1.0])
-    x /= np.linalg.norm(x)
-    R = np.stack([x, np.cross(z, x), z])  # rows: camera axes in world
-    return R, -R @ center
 
 
 def ring_rig(C: int, rng: np.random.Generator, radius: float = 0.9, size=(1280, 720)) -> CameraRig:
@@ -55,7 +47,7 @@ def ring_rig(C: int, rng: np.random.Generator, radius: float = 0.9, size=(1280, 
     for c in range(C):
         a = 2 * np.pi * c / C + rng.normal(0, 0.05)
         center = np.array([radius * np.cos(a), radius * np.sin(a), 0.25 * (-1) ** c])
-        R, t = _look_at(center)
+        R, t = look_at(center)
         f = rng.uniform(900, 1100)
         K = np.array([[f, 0, size[0] / 2 + rng.normal(0, 10)], [0, f * 1.002, size[1] / 2 + rng.normal(0, 10)],
                       [0, 0, 1]])  # fmt: skip

@@ -22,7 +22,7 @@ from handanno.calibration.board import (
 )
 from handanno.calibration.calib_io import write_report
 from handanno.calibration.calibrate import CalibrateSettings, calibrate_rig, coverage_counts
-from handanno.calibration.camera import Camera, CameraRig
+from handanno.calibration.camera import Camera, CameraRig, look_at
 from handanno.calibration.extrinsics import (
     average_rotations,
     initialize_extrinsics,
@@ -44,14 +44,6 @@ needs_data = pytest.mark.skipif(
 # --------------------------------------------------------------------------------- helpers
 
 
-def _look_at(center: np.ndarray, target: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    z = (target - center) / np.linalg.norm(target - center)
-    x = np.cross(z, [0.0, 0.0, 1.0])
-    x /= np.linalg.norm(x)
-    R = np.stack([x, np.cross(z, x), z])  # rows: camera axes in world (x right, y down, z forward)
-    return R, -R @ center
-
-
 def ring_rig(C: int, rng: np.random.Generator, radius: float, size: tuple[int, int], focal: float) -> CameraRig:
     """C cameras on a ring around the origin (alternately above / below), with varied intrinsics."""
     W, H = size
@@ -59,7 +51,7 @@ def ring_rig(C: int, rng: np.random.Generator, radius: float, size: tuple[int, i
     for c in range(C):
         a = 2 * np.pi * c / C + rng.normal(0, 0.05)
         center = np.array([radius * np.cos(a), radius * np.sin(a), 0.3 * radius * (-1) ** c])
-        R, t = _look_at(center, rng.normal(0, 0.02, 3))
+        R, t = look_at(center, rng.normal(0, 0.02, 3))
         f = focal * rng.uniform(0.9, 1.1)
         cx, cy = W / 2 + rng.normal(0, 0.01 * W), H / 2 + rng.normal(0, 0.01 * H)
         K = np.array([[f, 0, cx], [0, f * rng.uniform(0.995, 1.005), cy], [0, 0, 1]])
@@ -188,7 +180,7 @@ def test_stereo_chessboard_baseline_matches_opencv_stereo_calibrate():
     target = np.array([0.0, 0.0, 0.0])
     cams = []
     for name, x in (("left", -0.15), ("right", 0.15)):
-        R, t = _look_at(np.array([x, -0.9, 0.1]), target)
+        R, t = look_at(np.array([x, -0.9, 0.1]), target)
         K = np.array([[1000.0 + 30 * x, 0, 640 + 10 * x], [0, 1000.0 + 30 * x, 360], [0, 0, 1]])
         cams.append(Camera(name, K, [-0.12, 0.05, 5e-4, -3e-4, 0.0], R, t, size))
     rig = CameraRig.from_cameras(cams)
