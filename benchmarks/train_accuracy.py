@@ -1,23 +1,30 @@
-"""The trainers' accuracy acceptance: PCK@0.2 >= 0.95 on held-out synthetic hands after training on >= 4,000.
+"""The trainers' accuracy acceptance, on held-out synthetic hands after training on >= 4,000 samples.
 
-Run (needs a GPU for a reasonable time; about an hour per model on one H100 at the defaults)::
+Run (about an hour per model on one H100 at the default sizes; the CPU figures in
+docs/performance.md used smaller networks, ``--set unet:base_channels=8``)::
 
-    .venv/bin/python benchmarks/train_accuracy.py --work runs/accuracy --models cpm,unet --device cuda
+    .venv/bin/python benchmarks/train_accuracy.py --work runs/accuracy --models cpm,unet,mano,lift --device cuda
 
 What it does, as plain ``handanno`` commands (printed as they run, so they can be repeated by hand):
 
-1. ``handanno synth WORK/train_<k> --cameras 8 --frames 100 --seed <k>`` for ``k = 0..S-1``
-   (``S = ceil(train_samples / (cameras * frames))``, 5 sessions = 4,000 views by default),
-   and one held-out session ``WORK/val`` with another seed;
+1. ``handanno synth WORK/train_<k> --cameras 8 --frames 25 --seed <k>`` for ``k = 0, 1, ...``
+   until the exported samples reach ``--train-samples`` (views where the hand leaves the image
+   are not exported; 21 sessions = 4,196 samples by default: 21 hand shapes, 168 cameras and
+   background sets, 21 motions), and one held-out session ``WORK/val`` with seed 1000 (another
+   shape, other cameras and backgrounds);
 2. ``handanno export --session <session> --source ground_truth`` for each: FreiHAND-layout
    labels from the true hands (no fitter involved, so the trainers are tested on their own);
 3. ``handanno train <model> --labels WORK/train_0/labels ... --val WORK/val/labels --out WORK/<model>``;
 4. ``handanno eval <model> --weights WORK/<model>/best.pt --labels WORK/val/labels``, then the
-   check ``pck@0.2 >= --target`` (PCK normalised by the larger side of the ground-truth
-   keypoints' bounding box); the exit status is 1 when a model misses it.
+   checks of the issue: ``cpm``/``unet`` PCK@0.2 >= 0.95 (normaliser: the larger side of the
+   ground-truth keypoints' bounding box) and EPE <= 4 px on a 128x128 crop (``epe_128_px``:
+   the error in the model's input crop, rescaled to a 128-pixel crop of the same framing);
+   ``mano`` PA-MPJPE <= 15 mm; ``lift`` reports its root-relative error from ground-truth
+   score maps (no bound). The exit status is 1 when a model misses its bound.
 
-Steps whose outputs exist are skipped, so an interrupted run continues. ``--model-dir`` passes a
-MANO folder to synth/export (default: the open hand model).
+Steps whose outputs exist are skipped, so an interrupted run continues (``--prepare-only`` stops
+after step 2). ``--model-dir`` passes a MANO folder to synth/export (default: the open hand
+model). Results (metrics, bounds, model config, training time) go to ``WORK/accuracy.json``.
 """
 
 from __future__ import annotations
@@ -25,13 +32,40 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import math
 import shlex
 import subprocess
 import sys
 from pathlib import Path
 
 log = logging.getLogger("train_accuracy")
+
+# model -> (metric, bound, "min" | "max"): the issue's acceptance bounds.
+BOUNDS: dict[str, list[tuple[str, float, str]]] = {
+    "cpm": [("pck@0.2", 0.95, "min"), ("epe_128_px", 4.0, "max")],
+    "unet": [("pck@0.2", 0.95, "min"), ("epe_128_px", 4.0, "max")],
+    "mano": [("pa_mpjpe_mm", 15.0, "max")],
+    "lift": [],
+}
+REPORTED = ("pck@0.2", "epe_px", "epe_128_px", "auc_2d", "mpjpe_mm", "pa_mpjpe_mm", "pa_mpvpe_mm", "rr_mpjpe_mm",
+            "rr_epe_mm", "num_samples")  # fmt: skip
+
+
+def check_bounds(model: str, metrics: dict) -> tuple[bool, list[str]]:
+    """Whether ``metrics`` meet the model's bounds, and one line per bound.
+
+    >>> check_bounds("unet", {"pck@0.2": 0.97, "epe_128_px": 4.5})
+    (False, ['pck@0.2 0.97 >= 0.95: PASS', 'epe_128_px 4.5 <= 4: FAIL'])
+    >>> check_bounds("lift", {"rr_epe_mm": 9.1})
+    (True, [])
+    """
+    ok, lines = True, []
+    for key, bound, kind in BOUNDS.get(model, []):
+        value = metrics.get(key)
+        passed = value is not None and (value >= bound if kind == "min" else value <= bound)
+        ok = ok and passed
+        lines.append(f"{key} {value:.4g} {'>=' if kind == 'min' else '<='} {bound:g}: {'PASS' if passed else 'FAIL'}"
+                     if value is not None else f"{key} missing: FAIL")  # fmt: skip
+    return ok, lines
 
 
 def run(cmd: list[str]) -> None:
@@ -46,7 +80,7 @@ def main() -> int:
     p.add_argument("--train-samples", type=int, default=4000)
     p.add_argument("--val-frames", type=int, default=50)
     p.add_argument("--cameras", type=int, default=8)
-    p.add_argument("--frames", type=int, default=100, help="frames per training session")
+    p.add_argument("--frames", type=int, default=25, help="frames per training session")
     p.add_argument("--image-size", default="640x480")
     p.add_argument("--epochs", type=int, default=60)
     p.add_argument("--batch-size", type=int, default=64)
@@ -54,44 +88,63 @@ def main() -> int:
     p.add_argument("--workers", type=int, default=8)
     p.add_argument("--device", default="cuda")
     p.add_argument("--model-dir", default=None)
-    p.add_argument("--target", type=float, default=0.95)
+    p.add_argument("--threads", type=int, default=None, help="torch threads on the CPU")
+    p.add_argument("--patience", type=int, default=10)
+    p.add_argument("--set", dest="sets", action="append", default=[], metavar="MODEL:KEY=VALUE",
+                   help="model config field for one model, e.g. unet:base_channels=8 (repeatable)")
+    p.add_argument("--prepare-only", action="store_true", help="make the sessions and labels, train nothing")
     args = p.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     work = Path(args.work)
     handanno = [sys.executable, "-m", "handanno.cli"]
     model_dir = ["--model-dir", args.model_dir] if args.model_dir else []
 
-    n_sessions = math.ceil(args.train_samples / (args.cameras * args.frames))
-    sessions = [(work / f"train_{k}", k, args.frames) for k in range(n_sessions)] + [
-        (work / "val", 1000, args.val_frames)
-    ]
-    for session, seed, frames in sessions:
+    def make_session(session: Path, seed: int, frames: int) -> int:
+        """Synthesise and export one session (where not done yet); its number of exported samples."""
         if not (session / "rig.json").is_file():
             run([*handanno, "synth", str(session), "--cameras", str(args.cameras), "--frames", str(frames), "--seed",
                  str(seed), "--image-size", args.image_size, "--calib-views", "0", *model_dir])  # fmt: skip
         if not (session / "labels" / "training_K.json").is_file():
             run([*handanno, "export", "--session", str(session), "--source", "ground_truth", *model_dir])
-    train_labels = [x for s, _, _ in sessions[:-1] for x in ("--labels", str(s / "labels"))]
+        return len(json.loads((session / "labels" / "training_K.json").read_text()))
+
+    # Views where the hand is out of the image are not exported, so sessions are added until
+    # the exported samples reach --train-samples (21 sessions, 4,196 samples, at the defaults).
+    train_sessions, total = [], 0
+    while total < args.train_samples:
+        k = len(train_sessions)
+        train_sessions.append(work / f"train_{k}")
+        total += make_session(train_sessions[-1], k, args.frames)
+    val_total = make_session(work / "val", 1000, args.val_frames)
+    log.info("%d training samples from %d sessions; %d validation samples", total, len(train_sessions), val_total)
+    if args.prepare_only:
+        return 0
+    train_labels = [x for s in train_sessions for x in ("--labels", str(s / "labels"))]
+    threads = ["--threads", str(args.threads)] if args.threads else []
     val_labels = str(work / "val" / "labels")
 
-    results, ok = {}, True
+    results_path = work / "accuracy.json"
+    results = json.loads(results_path.read_text()) if results_path.is_file() else {}  # other models' earlier runs
+    ok = True
     for model in args.models.split(","):
         out = work / model
+        sets = [x for kv in args.sets if kv.startswith(model + ":") for x in ("--set", kv.split(":", 1)[1])]
         if not (out / "last.pt").is_file() or not (out / "best.pt").is_file():
             run([*handanno, "train", model, *train_labels, "--val", val_labels, "--out", str(out), "--epochs",
                  str(args.epochs), "--batch-size", str(args.batch_size), "--lr", str(args.lr), "--workers",
-                 str(args.workers), "--device", args.device, "--resume", *model_dir])  # fmt: skip
+                 str(args.workers), "--device", args.device, "--patience", str(args.patience), "--resume", *sets,
+                 *threads, *model_dir])  # fmt: skip
         metrics_path = out / "eval_val.json"
         run([*handanno, "eval", model, "--weights", str(out / "best.pt"), "--labels", val_labels, "--device",
-             args.device, "--out", str(metrics_path)])  # fmt: skip
+             args.device, "--out", str(metrics_path), *threads, *model_dir])  # fmt: skip
         m = json.loads(metrics_path.read_text())
-        passed = m.get("pck@0.2", 0.0) >= args.target if "pck@0.2" in m else None
-        results[model] = {k: m.get(k) for k in ("pck@0.2", "epe_px", "auc_2d", "num_samples", "rr_mpjpe_mm",
-                                                "rr_epe_mm")} | {"passed": passed}  # fmt: skip
-        log.info("%s: PCK@0.2 %s (normaliser: larger side of the GT keypoints' bounding box), target %.2f: %s",
-                 model, m.get("pck@0.2"), args.target, "PASS" if passed else "FAIL")  # fmt: skip
-        ok = ok and passed is not False
-    (work / "accuracy.json").write_text(json.dumps(results, indent=2))
+        passed, lines = check_bounds(model, m)
+        results[model] = {k: m.get(k) for k in REPORTED if k in m} | {"passed": passed, "checks": lines,
+                                                                        "model_config_set": sets}  # fmt: skip
+        log.info("%s: %s", model, "; ".join(lines) or "no bound (reported only)")
+        log.info("%s: %s", model, json.dumps({k: v for k, v in results[model].items() if k in REPORTED}))
+        ok = ok and passed
+        results_path.write_text(json.dumps(results, indent=2))
     return 0 if ok else 1
 
 

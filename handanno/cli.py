@@ -84,6 +84,19 @@ def _parse_sets(items: tuple[str, ...]) -> dict:
     return out
 
 
+_threads_option = click.option(
+    "--threads", default=None, type=click.IntRange(min=1),
+    help="Torch threads on the CPU (default: torch's). 1 is fastest on a machine shared with other jobs.")
+
+
+def _set_threads(threads: int | None) -> None:
+    """Apply ``--threads`` (None: leave torch's default)."""
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+
+
 @main.command("train")
 @click.argument("kind", type=click.Choice(_MODEL_KINDS))
 @click.option("--labels", "labels", multiple=True, required=True, type=click.Path(path_type=str),
@@ -113,11 +126,13 @@ def _parse_sets(items: tuple[str, ...]) -> dict:
               help="mano: MANO folder (MANO_RIGHT.pkl, MANO_LEFT.pkl); default $HANDANNO_MODEL_DIR or the open model.")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
               help="Model config field, e.g. --set width=0.5 --set loss=mse (see handanno.models.nets).")
+@_threads_option
 def train_cmd(kind: str, labels: tuple[str, ...], val: tuple[str, ...], out: str, epochs: int, batch_size: int,
               lr: float, device: str, resume: bool, workers: int, patience: int, val_fraction: float, seed: int,
               max_steps: int | None, no_amp: bool, no_augment: bool, no_plots: bool, backbone: str | None,
-              backbone_weights: str | None, model_dir: str | None, sets: tuple[str, ...]) -> None:
+              backbone_weights: str | None, model_dir: str | None, sets: tuple[str, ...], threads: int | None) -> None:
     """Train a KIND model (cpm, unet, mano, lift) on FreiHAND-layout labels; checkpoints and logs go to OUT."""
+    _set_threads(threads)
     from handanno.data.augment import AugmentConfig
     from handanno.data.datasets import DataConfig
     from handanno.models.train import TrainConfig
@@ -154,9 +169,11 @@ def train_cmd(kind: str, labels: tuple[str, ...], val: tuple[str, ...], out: str
 @click.option("--split", type=click.Choice(["training", "evaluation"]), default="training", show_default=True,
               help="Which split of the label folders.")
 @click.option("--model-dir", type=click.Path(path_type=str), default=None, help="mano: MANO folder.")
+@_threads_option
 def eval_cmd(kind: str, weights: str, labels: tuple[str, ...], out_json: str | None, batch_size: int, device: str,
-             workers: int, split: str, model_dir: str | None) -> None:
+             workers: int, split: str, model_dir: str | None, threads: int | None) -> None:
     """Evaluate a KIND checkpoint on labels: prints the metrics (normaliser stated) and writes them as JSON."""
+    _set_threads(threads)
     from handanno.models.evaluate import EvalConfig, evaluate, format_report
 
     cfg = EvalConfig(weights=weights, labels=labels, out_json=out_json, kind=kind, batch_size=batch_size,
@@ -248,9 +265,10 @@ def _fit_summary(report) -> str:
               help="MANO folder (MANO_RIGHT.pkl, MANO_LEFT.pkl); default $HANDANNO_MODEL_DIR or the open hand model.")
 @click.option("--hand", type=click.Choice(["right", "left"]), default="right", show_default=True)
 @click.option("--detector", type=click.Choice(["given", "cpm", "mediapipe"]), default="given", show_default=True,
-              help="2D keypoints: given (bring keypoints2d/), cpm (needs --weights) or mediapipe.")
+              help="2D keypoints: given (bring keypoints2d/), cpm (a trained heatmap network, --weights) or mediapipe.")
 @click.option("--weights", type=click.Path(exists=True, dir_okay=False, path_type=str), default=None,
-              help="CPM checkpoint for --detector cpm (from `handanno train cpm`).")
+              help="Checkpoint for --detector cpm: from `handanno train cpm` or `handanno train unet`; the hand is "
+                   "searched for over the whole image once per camera, then tracked frame to frame.")
 @click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda | cuda:N.")
 @click.option("--no-silhouette", is_flag=True, help="Fit to keypoints only: no segmentation, no silhouette stage.")
 @click.option("--no-export", is_flag=True, help="Do not write labels/.")
@@ -266,8 +284,7 @@ def _fit_summary(report) -> str:
               help="Accept a frame only if the median mask IoU over views with a mask is at least this.")
 @click.option("--batch-frames", default=None, type=click.IntRange(min=1),
               help="Frames fitted at once (default 64 on the CPU, 1024 on CUDA).")
-@click.option("--threads", default=None, type=click.IntRange(min=1),
-              help="Torch threads on the CPU (default: torch's). 1 is fastest on a machine shared with other jobs.")
+@_threads_option
 def fit_cmd(session: str, model_dir: str | None, hand: str, detector: str, weights: str | None, device: str,
             no_silhouette: bool, no_export: bool, overlays: bool, frames: str | None, force: bool,
             max_reproj_px: float, max_reproj_rel: float, min_mask_iou: float, batch_frames: int | None,
@@ -279,12 +296,9 @@ def fit_cmd(session: str, model_dir: str | None, hand: str, detector: str, weigh
     """
     from pathlib import Path
 
-    import torch
-
     from handanno.annotate.pipeline import AcceptSettings, PipelineSettings, run_pipeline
 
-    if threads:
-        torch.set_num_threads(threads)
+    _set_threads(threads)
     settings = PipelineSettings(
         session=Path(session), model_dir=Path(model_dir) if model_dir else None, hand=hand, detector=detector,
         detector_weights=Path(weights) if weights else None, device=device, silhouette=not no_silhouette,

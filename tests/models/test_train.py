@@ -62,13 +62,17 @@ def test_cli_train_then_eval_unet(labels, tmp_path):
         rows = list(csv.DictReader(f))
     assert [r["epoch"] for r in rows] == ["1", "2"] and "val_pck@0.2" in rows[0]
     res = runner.invoke(cli, ["eval", "unet", "--weights", str(out / "best.pt"), "--labels", str(labels),
-                              "--device", "cpu", "--out", str(tmp_path / "m.json")])  # fmt: skip
+                              "--device", "cpu", "--out", str(tmp_path / "m.json"), "--threads", "1"])  # fmt: skip
     assert res.exit_code == 0, res.output + repr(res.exception)
     assert "PCK@0.2" in res.output and "larger side of the ground-truth keypoints' bounding box" in res.output
     metrics = json.loads((tmp_path / "m.json").read_text())
     assert metrics["num_samples"] == 12 and metrics["model"] == "unet"
     assert 0.0 <= metrics["pck@0.2"] <= 1.0 and metrics["epe_px"] > 0 and 0.0 <= metrics["auc_2d"] <= 1.0
     assert metrics["pck_normaliser"].startswith("larger side")
+    # the same error in crop pixels: the 32-px crop spans 1.4 x the hand's box (no augmentation at eval)
+    assert metrics["crop_size_px"] == 32 and metrics["epe_128_px"] == pytest.approx(4 * metrics["epe_crop_px"])
+    zoom = 32 / (1.4 * metrics["normaliser_px_mean"])
+    assert metrics["epe_crop_px"] == pytest.approx(zoom * metrics["epe_px"], rel=0.3)
     assert time.perf_counter() - t0 < 120.0
 
 

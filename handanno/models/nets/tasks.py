@@ -156,12 +156,21 @@ class _HeatmapTask(Task):
         return {
             "pred_uv_img": _to_np(_apply_affine_t(A, uv)),
             "gt_uv_img": _to_np(_apply_affine_t(A, batch["uv"].float())),
+            "pred_uv_crop": _to_np(uv),
+            "gt_uv_crop": _to_np(batch["uv"].float()),
             "conf": _to_np(conf),
         }
 
     @override
     def metrics(self, collected: dict[str, np.ndarray]) -> dict[str, Any]:
         out = _metrics_2d(collected["pred_uv_img"], collected["gt_uv_img"])
+        if "pred_uv_crop" in collected:
+            # The same error in the model's input crop (side crop_size, framing crop_pad x the hand's
+            # box) and rescaled to a 128x128 crop of that framing: comparable across input sizes.
+            epe_crop = M.epe_2d(collected["pred_uv_crop"], collected["gt_uv_crop"])
+            out["epe_crop_px"] = epe_crop
+            out["crop_size_px"] = int(self.config.crop_size)
+            out["epe_128_px"] = epe_crop * 128.0 / float(self.config.crop_size)
         out["num_samples"] = int(len(collected["gt_uv_img"]))
         return out
 
