@@ -98,3 +98,44 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+class OracleDetector:
+    """A stand-in for a trained heatmap network: ``detect(images, boxes)`` from known keypoints.
+
+    ``truth[id(image)]`` holds each image's ``(21, 2)`` keypoints (None: no hand). A crop
+    framed as in training (side 1.4 x the keypoints' box, hand centred) gets the true
+    keypoints with confidence 1; off-centre or mis-scaled crops get keypoints pulled towards
+    the crop centre and lower confidence; crops of images without a hand get confidence 0.05.
+    """
+
+    crop_pad = 1.4
+
+    def __init__(self):
+        self.truth: dict[int, np.ndarray | None] = {}
+        self.crops = 0
+
+    def detect(self, images, boxes):
+        out = np.zeros((len(images), 21, 3))
+        for i, (img, box) in enumerate(zip(images, boxes, strict=True)):
+            self.crops += 1
+            gt = self.truth[id(img)]
+            side = 1.4 * max(box[2] - box[0], box[3] - box[1])
+            centre = (box[:2] + box[2:]) / 2
+            if gt is None:
+                out[i, :, :2] = centre
+                out[i, :, 2] = 0.05
+                continue
+            gt_box = np.concatenate([gt.min(axis=0), gt.max(axis=0)])
+            gt_side, gt_centre = 1.4 * (gt_box[2:] - gt_box[:2]).max(), (gt_box[:2] + gt_box[2:]) / 2
+            off = np.linalg.norm(centre - gt_centre) / side  # hand off-centre, fraction of the crop
+            zoom = np.log(side / gt_side) / np.log(1.25)  # framing off, in units of the training zoom range
+            out[i, :, :2] = gt + 0.3 * (centre - gt_centre) + 0.02 * zoom * (gt - gt_centre)
+            out[i, :, 2] = np.exp(-0.5 * zoom**2 - 0.5 * (off / 0.15) ** 2)
+        return out
+
+
+@pytest.fixture
+def oracle_detector() -> type[OracleDetector]:
+    """The :class:`OracleDetector` class (tests of the hand search and tracking)."""
+    return OracleDetector

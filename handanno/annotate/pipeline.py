@@ -134,28 +134,25 @@ def run_detect(session: Session, settings: PipelineSettings) -> int:
     written = 0
     for cam, frame in _bar(todo, settings, f"detect ({settings.detector})"):
         image = read_image(session.images[(cam, frame)])
-        kp = detect(image)
+        kp = detect(image, cam)
         if kp is not None:
             write_keypoints_file(session.keypoints_path(cam, frame), kp, settings.detector)
             written += 1
     return written
 
 
-def _make_detector(settings: PipelineSettings) -> Callable[[np.ndarray], np.ndarray | None]:
+def _make_detector(settings: PipelineSettings) -> Callable[[np.ndarray, str], np.ndarray | None]:
+    """``detect(image, camera) -> (21, 3) keypoints or None``; called frame by frame, in order."""
     if settings.detector == "mediapipe":
         from handanno.annotate.detect_mediapipe import MediaPipeDetector
 
-        return MediaPipeDetector(hand=settings.hand)
+        mediapipe = MediaPipeDetector(hand=settings.hand)
+        return lambda image, camera: mediapipe(image)
     if settings.detector_weights is None:
-        raise HandannoError("--detector cpm needs --weights CKPT (train one with `handanno train cpm`)")
-    from handanno.models.cpm_detector import CPMDetector
+        raise HandannoError("--detector cpm needs --weights CKPT (train one with `handanno train cpm` or `unet`)")
+    from handanno.models.cpm_detector import CPMDetector, HandTracker
 
-    det = CPMDetector.from_checkpoint(settings.detector_weights, resolve_device(settings.device))
-
-    def run(image: np.ndarray) -> np.ndarray | None:
-        return det.detect([image], None)[0]
-
-    return run
+    return HandTracker(CPMDetector.from_checkpoint(settings.detector_weights, resolve_device(settings.device)))
 
 
 # ----------------------------------------------------------------------------------------

@@ -111,3 +111,127 @@ class CPMDetector:
             out[sl, :, :2] = uv_img
             out[sl, :, 2] = conf.cpu().double().numpy()
         return out
+
+
+# --------------------------------------------------------------------------- finding and tracking the hand
+
+
+def search_boxes(width: int, height: int, crop_pad: float = 1.4, min_crop_px: float = 96.0, step: float = 1.5,
+                 overlap: float = 0.5) -> np.ndarray:  # fmt: skip
+    """Hand boxes whose padded crops tile an image at several scales (the first, full-image pass).
+
+    The detector frames a box as a square crop of ``crop_pad`` times the box's larger side, the
+    framing it was trained on; a hand far smaller than the image is found by trying crops of
+    side ``max(W, H)``, ``max(W, H) / step``, ... down to ``min_crop_px``, each scale's crops
+    overlapping by ``overlap`` of their side, and keeping the crop the network is surest of.
+
+    Args:
+        width: image width ``W``, pixels.
+        height: image height ``H``, pixels.
+        crop_pad: the detector's crop side over the box side.
+        min_crop_px: smallest crop side tried, pixels.
+        step: ratio between successive crop sides (within the training zoom range, 1.25).
+        overlap: overlap of neighbouring crops, fraction of their side.
+
+    Returns:
+        ``(N, 4)`` float64 ``[x0, y0, x1, y1]`` boxes (square, side = crop side / ``crop_pad``).
+
+    Example:
+        >>> b = search_boxes(640, 480)  # crops of 640, 427, 284, 190 and 126 pixels
+        >>> len(b), sorted({round(float(s)) for s in 1.4 * (b[:, 2] - b[:, 0])}, reverse=True)
+        (117, [640, 427, 284, 190, 126])
+    """
+    boxes = []
+    side = float(max(width, height))
+    while True:
+        stride = side * (1.0 - overlap)
+        centres = []
+        for extent in (width, height):
+            n = max(1, int(np.ceil((extent - side) / stride - 1e-9)) + 1) if side < extent else 1
+            lo, hi = side / 2.0, extent - side / 2.0
+            centres.append(np.linspace(lo, hi, n) if n > 1 else np.array([(extent - 1) / 2.0]))
+        half = side / crop_pad / 2.0
+        for cy in centres[1]:
+            for cx in centres[0]:
+                boxes.append([cx - half, cy - half, cx + half, cy + half])
+        side /= step
+        if side < min_crop_px:
+            break
+    return np.asarray(boxes, dtype=np.float64)
+
+
+def keypoint_box(keypoints: np.ndarray) -> np.ndarray:
+    """The tight ``[x0, y0, x1, y1]`` box of ``(21, 2+)`` keypoints (the framing used in training)."""
+    uv = np.asarray(keypoints)[:, :2]
+    return np.concatenate([uv.min(axis=0), uv.max(axis=0)])
+
+
+@dataclasses.dataclass(frozen=True)
+class TrackSettings:
+    """How :class:`HandTracker` finds and follows the hand.
+
+    Attributes:
+        min_mean_conf: mean heatmap peak over the 21 keypoints below which the hand counts as
+            not found in the view (no keypoints are written for it).
+        refine_iters: passes that re-crop around the last pass's keypoints.
+        min_crop_px: smallest crop side of the full-image search, pixels.
+        search_step: ratio between the search's crop sides.
+    """
+
+    min_mean_conf: float = 0.3
+    refine_iters: int = 2
+    min_crop_px: float = 96.0
+    search_step: float = 1.5
+
+
+class HandTracker:
+    """Coarse-to-fine hand keypoints per camera with a heatmap network: search, refine, track.
+
+    The first frame of a camera (or one after the hand was lost) searches the whole image
+    (:func:`search_boxes`) and keeps the crop with the highest mean keypoint confidence; each
+    frame then re-crops around its own keypoints ``refine_iters`` times. The next frame of the
+    same camera starts from this frame's keypoint box, so the search runs once per camera.
+
+    Args:
+        detector: a :class:`CPMDetector` (anything with ``detect(images, boxes)`` and ``crop_pad``).
+        settings: the :class:`TrackSettings`.
+    """
+
+    def __init__(self, detector: CPMDetector, settings: TrackSettings = TrackSettings()):
+        self.detector = detector
+        self.settings = settings
+        self._last_box: dict[str, np.ndarray] = {}
+        self.searches = 0
+
+    def _search(self, image: np.ndarray) -> np.ndarray:
+        H, W = image.shape[:2]
+        boxes = search_boxes(W, H, self.detector.crop_pad, self.settings.min_crop_px, self.settings.search_step)
+        kp = self.detector.detect([image] * len(boxes), boxes)  # (N, 21, 3)
+        self.searches += 1
+        return kp[int(np.argmax(kp[:, :, 2].mean(axis=1)))]
+
+    def _refine(self, image: np.ndarray, kp: np.ndarray) -> np.ndarray:
+        for _ in range(self.settings.refine_iters):
+            kp = self.detector.detect([image], keypoint_box(kp)[None])[0]
+        return kp
+
+    def __call__(self, image: np.ndarray, camera: str = "") -> np.ndarray | None:
+        """``(21, 3)`` ``[u, v, conf]`` image-pixel keypoints of the hand in ``image``, or None if not found.
+
+        Args:
+            image: ``(H, W, 3)`` BGR uint8.
+            camera: which camera the image is from (tracking is per camera; frames in order).
+        """
+        ok = self.settings.min_mean_conf
+        kp = None
+        if camera in self._last_box:
+            kp = self._refine(image, self.detector.detect([image], self._last_box[camera][None])[0])
+            if kp[:, 2].mean() < ok:
+                kp = None
+        if kp is None:
+            kp = self._refine(image, self._search(image))
+        if kp[:, 2].mean() < ok:
+            self._last_box.pop(camera, None)
+            return None
+        self._last_box[camera] = keypoint_box(kp)
+        return kp

@@ -273,3 +273,49 @@ def test_interrupted_run_resumes(session, monkeypatch):
     lab = read_freihand(session / "labels")  # exported once, after the last frame, from all three
     assert {e["frame"] for e in lab.index} == set(FRAMES) and rest.labels_written == len(lab)
     assert _hidden(session / "fits") == []
+
+
+def test_cpm_detector_searches_each_camera_once_and_tracks(session, monkeypatch, oracle_detector):
+    """``--detector cpm``: run_detect drives the tracker per camera, frame by frame, and writes its keypoints.
+
+    The network is the conftest oracle answering from the session's keypoints, looked up by
+    the decoded image's bytes.
+    """
+    import hashlib
+
+    from handanno.annotate.session_io import open_session, read_image, read_keypoints_file
+    from handanno.models import cpm_detector
+
+    def key(img: np.ndarray) -> str:
+        return hashlib.sha1(img.tobytes()).hexdigest()
+
+    s = open_session(session)
+    truth = {}
+    for (cam, frame), path in s.images.items():
+        kp = read_keypoints_file(s.keypoints_path(cam, frame))
+        if (kp[:, 2] > 0).all():
+            truth[key(read_image(path))] = kp[:, :2]
+    shutil.rmtree(session / "keypoints2d")
+
+    class Oracle(oracle_detector):
+        def detect(self, images, boxes):
+            for img in images:
+                self.truth[id(img)] = truth.get(key(img))
+            return super().detect(images, boxes)
+
+    oracle, trackers, tracker_cls = Oracle(), [], cpm_detector.HandTracker
+
+    def make_tracker(det, *a, **kw):
+        trackers.append(tracker_cls(det, *a, **kw))
+        return trackers[-1]
+
+    monkeypatch.setattr(cpm_detector.CPMDetector, "from_checkpoint", classmethod(lambda cls, path, device: oracle))
+    monkeypatch.setattr(cpm_detector, "HandTracker", make_tracker)
+    weights = session / "fake.pt"
+    weights.write_bytes(b"")
+    written = pipeline.run_detect(s, _settings(session, detector="cpm", detector_weights=weights))
+    assert written == len(truth) > 0
+    assert trackers[0].searches == len(s.cameras)  # one search per camera, then tracking
+    for (cam, frame), path in s.images.items():
+        kp = read_keypoints_file(s.keypoints_path(cam, frame))
+        assert np.abs(kp[:, :2] - truth[key(read_image(path))]).max() < 1.0
