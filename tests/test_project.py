@@ -33,3 +33,14 @@ def test_ci_runs_the_readme_test_command():
 def test_cli_help_lists_commands():
     out = subprocess.run([sys.executable, "-m", "handanno.cli", "--help"], capture_output=True, text=True, check=True)
     assert "Commands:" in out.stdout
+
+
+def test_code_passes_the_linter():
+    """ruff (the `test` extra) finds nothing in the package, tests and benchmarks (pyproject's rules)."""
+    ruff = Path(sys.executable).with_name("ruff")
+    if not ruff.is_file():
+        import pytest
+
+        pytest.skip("ruff is not installed beside this Python (pip install -e .[test])")
+    res = subprocess.run([str(ruff), "check", "--no-cache", "."], cwd=ROOT, capture_output=True, text=True)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-1000:]

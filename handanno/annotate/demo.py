@@ -72,8 +72,8 @@ def run_demo(settings: DemoSettings) -> dict:
 
     t0 = time.perf_counter()
     board = parse_board_spec(synth_settings.board)
-    calib = calibrate_directory(session_dir / "calib", CalibrateSettings(board=board, refine_intrinsics=True), out / "rig_calibrated.json",
-                                report_dir=out / "calibration_report")
+    calib = calibrate_directory(session_dir / "calib", CalibrateSettings(board=board, refine_intrinsics=True),
+                                out / "rig_calibrated.json", report_dir=out / "calibration_report")
     t_calib = time.perf_counter() - t0
     true_rig = read_rig(session_dir / "rig.json")
     rig_err = compare_rigs(calib.rig, true_rig)

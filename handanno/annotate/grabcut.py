@@ -60,6 +60,7 @@ def seeds_from_keypoints(
     Args:
         keypoints: ``(21, 3)`` ``[u, v, conf]`` in FreiHAND order.
         image_size: ``(width, height)``.
+        settings: ``min_conf`` (which keypoints count) and the seed sizes.
 
     Returns:
         The seed labels, or None when fewer than 4 keypoints are confident.

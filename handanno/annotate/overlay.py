@@ -34,6 +34,8 @@ def draw_skeleton(image: np.ndarray, keypoints: np.ndarray, min_conf: float = 0.
         image: ``(H, W, 3)`` BGR uint8.
         keypoints: ``(21, 2)`` pixels or ``(21, 3)`` ``[u, v, conf]`` (joints under
             ``min_conf``, not finite or more than 1e6 px away are not drawn).
+        min_conf: confidence below which a joint is left out.
+        thickness: line width, pixels.
     """
     out = image.copy()
     kp = np.asarray(keypoints, np.float64)
@@ -45,7 +47,8 @@ def draw_skeleton(image: np.ndarray, keypoints: np.ndarray, min_conf: float = 0.
     for a, b in BONES:
         if ok[a] and ok[b]:
             colour = FINGER_COLOURS[_finger_of(b)]
-            cv2.line(out, tuple(int(x) for x in pts[a]), tuple(int(x) for x in pts[b]), colour, thickness, cv2.LINE_AA, _SUBPIXEL)
+            pa, pb = tuple(int(x) for x in pts[a]), tuple(int(x) for x in pts[b])
+            cv2.line(out, pa, pb, colour, thickness, cv2.LINE_AA, _SUBPIXEL)
     for j in np.nonzero(ok)[0]:
         colour = (255, 255, 255) if j == 0 else FINGER_COLOURS[_finger_of(int(j))]
         cv2.circle(out, tuple(int(x) for x in pts[j]), (thickness + 1) * s, colour, -1, cv2.LINE_AA, _SUBPIXEL)
@@ -102,7 +105,8 @@ def put_label(image: np.ndarray, lines: Sequence[str], corner: str = "tl") -> np
     roi = out[y0 : y0 + bh, x0 : x0 + bw]
     roi[:] = (roi * 0.35).astype(np.uint8)
     for i, t in enumerate(lines):
-        cv2.putText(out, t, (x0 + 4, y0 + lh * (i + 1)), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), th, cv2.LINE_AA)
+        org = (x0 + 4, y0 + lh * (i + 1))
+        cv2.putText(out, t, org, cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), th, cv2.LINE_AA)
     return out
 
 

@@ -146,7 +146,8 @@ def open_session(root: str | Path, frames: str | None = None) -> Session:
         log.warning(msg)
         skipped.append(msg)
     if len(per_cam) < 2:
-        raise HandannoError(f"{root}: fewer than two cameras have images ({', '.join(per_cam) or 'none'}); need at least two")
+        have = ", ".join(per_cam) or "none"
+        raise HandannoError(f"{root}: fewer than two cameras have images ({have}); need at least two")
     all_frames = set().union(*[set(f) for f in per_cam.values()])
     common = set.intersection(*[set(f) for f in per_cam.values()])
     for frame in sorted(all_frames - common, key=natural_key):
@@ -207,7 +208,9 @@ def read_mask(path: Path, image_size: tuple[int, int] | None = None) -> np.ndarr
     """``(H, W)`` bool mask (pixel > 127 is hand); errors name the file and the size mismatch."""
     m = read_image(path, grey=True)
     if image_size is not None and (m.shape[1], m.shape[0]) != tuple(image_size):
-        raise HandannoError(f"{path}: mask is {m.shape[1]}x{m.shape[0]}, the camera's images are {image_size[0]}x{image_size[1]}")
+        raise HandannoError(
+            f"{path}: mask is {m.shape[1]}x{m.shape[0]}, the camera's images are {image_size[0]}x{image_size[1]}"
+        )
     return m > 127
 
 

@@ -50,7 +50,9 @@ def rotation_angle_deg(R_a: np.ndarray, R_b: np.ndarray) -> np.ndarray:
     """
     rel = np.swapaxes(R_a, -1, -2) @ R_b
     cos = (np.trace(rel, axis1=-2, axis2=-1) - 1.0) / 2.0
-    axis = np.stack([rel[..., 2, 1] - rel[..., 1, 2], rel[..., 0, 2] - rel[..., 2, 0], rel[..., 1, 0] - rel[..., 0, 1]], -1)
+    axis = np.stack(
+        [rel[..., 2, 1] - rel[..., 1, 2], rel[..., 0, 2] - rel[..., 2, 0], rel[..., 1, 0] - rel[..., 0, 1]], -1
+    )
     sin = np.linalg.norm(axis, axis=-1) / 2.0  # atan2 stays accurate near 0, where arccos loses half the digits
     return np.rad2deg(np.arctan2(sin, cos))
 

@@ -109,8 +109,9 @@ def format_report(metrics: dict[str, Any]) -> str:
             f"{metrics['auc_2d_thresholds_px'][1]:g} px)"
         )
     if "epe_crop_px" in metrics:
-        lines.append(f"  2D: EPE {metrics['epe_crop_px']:.2f} px in the {metrics['crop_size_px']}x"
-                     f"{metrics['crop_size_px']} input crop ({metrics['epe_128_px']:.2f} px on a 128x128 crop)")  # fmt: skip
+        side = metrics["crop_size_px"]
+        lines.append(f"  2D: EPE {metrics['epe_crop_px']:.2f} px in the {side}x{side} input crop "
+                     f"({metrics['epe_128_px']:.2f} px on a 128x128 crop)")  # fmt: skip
     if kind == "mano":
         lines.append(
             f"  3D: MPJPE {metrics['mpjpe_mm']:.1f} mm, PA-MPJPE {metrics['pa_mpjpe_mm']:.1f} mm, "
