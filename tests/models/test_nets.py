@@ -16,6 +16,7 @@ from handanno.models.nets.lift import (
     canonical_frame,
     flip_left,
     normalise_root_relative,
+    rotation_from_6d,
     rotation_from_axis_angle,
 )
 from handanno.models.nets.mano_regressor import ManoRegressor, ManoRegressorConfig, root_from_uv_scale
@@ -71,7 +72,24 @@ def test_full_size_layer_counts_follow_hand3d():
     lift = Lift(LiftConfig())
     fcs = [m.out_features for m in lift.pose_prior.fc if isinstance(m, torch.nn.Linear)]
     assert fcs == [512, 512, 63] and lift.pose_prior.fc[0].in_features == 128 * 4 * 4 + 2
-    assert [m.out_features for m in lift.viewpoint.fc if isinstance(m, torch.nn.Linear)] == [256, 128, 3]
+    assert [m.out_features for m in lift.viewpoint.fc if isinstance(m, torch.nn.Linear)] == [256, 128, 6]
+    hand3d = Lift(LiftConfig(rotation="axis_angle"))
+    assert [m.out_features for m in hand3d.viewpoint.fc if isinstance(m, torch.nn.Linear)] == [256, 128, 3]
+
+
+def test_rotation_from_6d_is_a_rotation_and_inverts_its_rows():
+    """Any 6 numbers give a proper rotation; a rotation's first two rows give it back; gradients flow."""
+    a = torch.randn(64, 6, dtype=torch.float64, requires_grad=True)
+    R = rotation_from_6d(a)
+    eye = torch.eye(3, dtype=torch.float64).expand(64, 3, 3)
+    assert torch.allclose(R @ R.transpose(1, 2), eye, atol=1e-12)
+    assert torch.allclose(torch.linalg.det(R), torch.ones(64, dtype=torch.float64), atol=1e-12)
+    R0 = rotation_from_axis_angle(torch.randn(64, 3, dtype=torch.float64))
+    assert torch.allclose(rotation_from_6d(R0[:, :2].reshape(64, 6)), R0, atol=1e-12)
+    R.square().mul(torch.randn(64, 3, 3, dtype=torch.float64)).sum().backward()
+    assert torch.isfinite(a.grad).all() and a.grad.abs().sum() > 0
+    with pytest.raises(HandannoError, match="rotation 'quaternion'"):
+        make_task("lift", {"rotation": "quaternion"})
 
 
 def test_rotation_from_axis_angle_matches_opencv():
@@ -149,3 +167,11 @@ def test_backbone_weights_from_a_local_file(tmp_path):
     torch.save({"conv1.weight": torch.zeros(3)}, tmp_path / "bad.pth")
     with pytest.raises(HandannoError, match="bad.pth"):
         ManoRegressor(ManoRegressorConfig(width=8, crop_size=64, hidden=16, backbone_weights=str(tmp_path / "bad.pth")))
+
+
+def test_unet_starts_from_near_zero_maps():
+    """The head starts near zero, so training does not first spend epochs pulling the background down."""
+    torch.manual_seed(0)
+    model = make_task("unet", {"base_channels": 8, "crop_size": 64, "depth": 3}).model.train()
+    out = model(torch.randn(2, 3, 64, 64))
+    assert out.abs().max() < 0.05

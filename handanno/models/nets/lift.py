@@ -5,8 +5,11 @@ both networks take the 21 score maps at 32x32 and the hand side as a one-hot ``(
 PosePrior: three pairs of 3x3 convs (stride 1, then 2) with 32/64/128 channels (32 -> 4 px),
 flatten, concat hand side, FC 512, 512 (dropout 0.2 each, hand3d's keep 0.8), FC 63 = the
 canonical coordinates. ViewPoint: the same with 64/128/256 channels, FC 256, 128 (dropout
-0.25), then three numbers ``u``: the axis-angle vector of the rotation from the canonical
-frame to the camera frame (angle = ``|u|``).
+0.25), then the rotation from the canonical frame to the camera frame: by default six
+numbers, two vectors made orthonormal by Gram-Schmidt (Zhou et al. 2019, "On the continuity
+of rotation representations"), which the network learns far better than hand3d's three
+numbers ``u``, the axis-angle vector (angle = ``|u|``; ``rotation="axis_angle"``): on 4,196
+synthetic samples (15 CPU epochs) the axis-angle viewpoint stayed 31 deg off on held-out hands.
 
 Convention (the canonical frame, after hand3d's ``utils/canonical_trafo.py``):
     - Keypoints are first made root-relative (root = keypoint 0, the wrist) and divided by
@@ -32,6 +35,7 @@ from torch import nn
 from handanno.check import check_shape
 from handanno.data.conventions import NUM_JOINTS, SCALE_KEYPOINTS
 
+ROTATION_OUTPUTS = {"6d": 6, "axis_angle": 3}  # ViewPoint's output size per rotation representation
 ROOT_ID = 0  # wrist
 ALIGN_ID = 9  # middle MCP: on +y
 PLANE_ID = 17  # pinky MCP: in the xy-plane, x > 0
@@ -51,6 +55,8 @@ class LiftConfig:
         w_rot: weight of the rotation-matrix MSE relative to the canonical-coordinate MSE.
         dropout_prior: dropout after each PosePrior FC layer (hand3d: 0.2, i.e. keep 0.8).
         dropout_viewpoint: dropout after each ViewPoint FC layer (hand3d: 0.25).
+        rotation: the ViewPoint output: ``"6d"`` (two vectors, Gram-Schmidt) or ``"axis_angle"``
+            (hand3d's three numbers).
     """
 
     heatmap_size: int = 32
@@ -62,6 +68,11 @@ class LiftConfig:
     w_rot: float = 1.0
     dropout_prior: float = 0.2
     dropout_viewpoint: float = 0.25
+    rotation: str = "6d"
+
+    def __post_init__(self) -> None:
+        if self.rotation not in ROTATION_OUTPUTS:
+            raise ValueError(f"rotation {self.rotation!r}: use one of {', '.join(ROTATION_OUTPUTS)}")
 
 
 @dataclass(frozen=True)
@@ -95,6 +106,23 @@ def rotation_from_axis_angle(u: torch.Tensor) -> torch.Tensor:
     c = torch.cos(theta)[..., None]
     eye = torch.eye(3, dtype=u.dtype, device=u.device).expand_as(Kx)
     return eye + s * Kx + (1 - c) * (Kx @ Kx)
+
+
+def rotation_from_6d(a: torch.Tensor) -> torch.Tensor:
+    """Two 3-vectors ``(B, 6)`` to rotations ``(B, 3, 3)`` by Gram-Schmidt; the rows are the orthonormal axes.
+
+    Row 0 is ``a[:, :3]`` normalised, row 1 the part of ``a[:, 3:]`` orthogonal to it, row 2
+    their cross product, so the result is a proper rotation (det +1) for any input.
+
+    Example:
+        >>> R = rotation_from_6d(torch.tensor([[2.0, 0.0, 0.0, 1.0, 3.0, 0.0]]))
+        >>> R[0].tolist()
+        [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]]
+    """
+    check_shape(a, ("B", 6), "a")
+    b1 = F.normalize(a[:, :3], dim=-1)
+    b2 = F.normalize(a[:, 3:] - (b1 * a[:, 3:]).sum(-1, keepdim=True) * b1, dim=-1)
+    return torch.stack([b1, b2, torch.cross(b1, b2, dim=-1)], dim=1)
 
 
 def normalise_root_relative(xyz: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -183,11 +211,14 @@ class ViewPoint(nn.Module):
         super().__init__()
         self.conv, c = _encoder(config.num_joints, (64, 128, 256), config.width)
         n_flat = c * (config.heatmap_size // 8) ** 2
-        self.fc = _mlp(n_flat + 2, (256, 128), 3, config.dropout_viewpoint, config.width)
+        self.rotation = config.rotation
+        self.fc = _mlp(n_flat + 2, (256, 128), ROTATION_OUTPUTS[config.rotation], config.dropout_viewpoint,
+                       config.width)  # fmt: skip
 
     def forward(self, scoremaps: torch.Tensor, hand_side: torch.Tensor) -> torch.Tensor:
         """``(B, J, H, H)`` maps and ``(B, 2)`` one-hot side to ``(B, 3, 3)``."""
-        return rotation_from_axis_angle(self.fc(torch.cat([self.conv(scoremaps), hand_side], dim=1)))
+        out = self.fc(torch.cat([self.conv(scoremaps), hand_side], dim=1))
+        return rotation_from_6d(out) if self.rotation == "6d" else rotation_from_axis_angle(out)
 
 
 class Lift(nn.Module):

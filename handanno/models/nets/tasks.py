@@ -479,7 +479,7 @@ def make_task(kind: str, model_config: dict[str, Any] | Any | None = None, **kwa
     elif isinstance(model_config, dict):
         try:
             cfg = cls.config_cls(**model_config)
-        except TypeError as exc:
+        except (TypeError, ValueError) as exc:
             raise HandannoError(f"model config does not fit a {kind} model: {exc}") from exc
     else:
         cfg = model_config
