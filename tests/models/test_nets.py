@@ -72,9 +72,9 @@ def test_full_size_layer_counts_follow_hand3d():
     lift = Lift(LiftConfig())
     fcs = [m.out_features for m in lift.pose_prior.fc if isinstance(m, torch.nn.Linear)]
     assert fcs == [512, 512, 63] and lift.pose_prior.fc[0].in_features == 128 * 4 * 4 + 2
-    assert [m.out_features for m in lift.viewpoint.fc if isinstance(m, torch.nn.Linear)] == [256, 128, 6]
-    hand3d = Lift(LiftConfig(rotation="axis_angle"))
-    assert [m.out_features for m in hand3d.viewpoint.fc if isinstance(m, torch.nn.Linear)] == [256, 128, 3]
+    assert [m.out_features for m in lift.viewpoint.fc if isinstance(m, torch.nn.Linear)] == [256, 128, 3]
+    six = Lift(LiftConfig(rotation="6d"))
+    assert [m.out_features for m in six.viewpoint.fc if isinstance(m, torch.nn.Linear)] == [256, 128, 6]
 
 
 def test_rotation_from_6d_is_a_rotation_and_inverts_its_rows():
