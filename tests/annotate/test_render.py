@@ -123,6 +123,15 @@ def hand_model_mesh():
     return v - v.mean(0), layer.faces.numpy()
 
 
+@pytest.fixture(scope="module")
+def hand_mesh():
+    """:func:`hand_model_mesh`, or the test is skipped while the asset is missing."""
+    mesh = hand_model_mesh()
+    if mesh is None:
+        pytest.skip("the open hand model asset is not installed yet")
+    return mesh
+
+
 def raycast_masks(verts: np.ndarray, faces: np.ndarray, cams: dict, affine: np.ndarray, size_hw) -> np.ndarray:
     """Hard ``(C, H, W)`` masks by open3d ray casting, one ray per render pixel (exact distortion).
 
@@ -331,11 +340,8 @@ def test_iou_vs_open3d_procedural(name):
     assert min(ious) >= 0.98, ious
 
 
-def test_iou_vs_open3d_hand_model():
-    mesh = hand_model_mesh()
-    if mesh is None:
-        pytest.skip("the open hand model asset is not installed yet")
-    v, f = mesh
+def test_iou_vs_open3d_hand_model(hand_mesh):
+    v, f = hand_mesh
     cams = make_cameras(ring_eyes(4, 0.6, seed=7))
     ious, _, _ = _iou_vs_raycast(v, f, cams)
     assert min(ious) >= 0.98, ious
@@ -478,7 +484,7 @@ def test_module_equals_function():
     assert (module(verts, *args, crop_box=box) - dense).abs().max() < 1e-3
 
 
-def test_back_face_culling_keeps_the_hand_silhouette_and_halves_the_work():
+def test_back_face_culling_keeps_the_hand_silhouette_and_halves_the_work(hand_mesh):
     """The hand model is closed and counter-clockwise: its front faces alone make its silhouette.
 
     Culled (only contour edges soft) vs all faces at small sigma: the same hard silhouette but
@@ -486,10 +492,7 @@ def test_back_face_culling_keeps_the_hand_silhouette_and_halves_the_work():
     to open3d's ray caster, from about half the faces; a counter-clockwise triangle seen from
     its front renders, the same one seen from behind does not.
     """
-    mesh = hand_model_mesh()
-    if mesh is None:
-        pytest.skip("the open hand model asset is not installed yet")
-    v, f = mesh
+    v, f = hand_mesh
     cams = make_cameras(ring_eyes(4, 0.6, seed=3))
     verts, faces = torch.as_tensor(v)[None], torch.as_tensor(f)
     box = hand_boxes(verts, cams)
@@ -517,11 +520,8 @@ def test_back_face_culling_keeps_the_hand_silhouette_and_halves_the_work():
     assert render_silhouettes(tri, ccw_towards_camera.flip(1), *args).max() == 0
 
 
-def test_edge_neighbours_of_the_closed_hand_mesh():
-    mesh = hand_model_mesh()
-    if mesh is None:
-        pytest.skip("the open hand model asset is not installed yet")
-    faces = torch.as_tensor(mesh[1])
+def test_edge_neighbours_of_the_closed_hand_mesh(hand_mesh):
+    faces = torch.as_tensor(hand_mesh[1])
     nbr = fast_render.edge_neighbours(faces)
     assert (nbr >= 0).all()  # closed: every edge has a face across it
     f, e = torch.meshgrid(torch.arange(len(faces)), torch.arange(3), indexing="ij")
@@ -531,12 +531,9 @@ def test_edge_neighbours_of_the_closed_hand_mesh():
     assert ((faces[nbr] == a[..., None]).any(-1) & (faces[nbr] == b[..., None]).any(-1)).all()
 
 
-def test_culled_fast_equals_dense_with_gradients():
+def test_culled_fast_equals_dense_with_gradients(hand_mesh):
     """Culling and contour-only edges: the fast renderer equals the dense oracle, values and gradients."""
-    mesh = hand_model_mesh()
-    if mesh is None:
-        pytest.skip("the open hand model asset is not installed yet")
-    v, f = mesh
+    v, f = hand_mesh
     cams = make_cameras(ring_eyes(2, 0.6, seed=4))
     box = hand_boxes(torch.as_tensor(v)[None], cams)
     s = SilhouetteSettings((24, 24), sigma=0.5, eps=EXACT_EPS, cull_back_faces=True)
