@@ -6,9 +6,9 @@ network, one it never saw: another seed, so other shape, cameras and backgrounds
 in one run:
 
 - the detector alone: views where it reported a hand, its keypoint error against the true
-  projections (EPE, px, over all keypoints and over those the synthesiser marks visible),
-  PCK@0.2 (normaliser: the larger side of the true keypoints' box), searches (full-image
-  passes) and seconds per view;
+  projections (EPE, px, over the keypoints inside the image and over those the synthesiser
+  marks visible), PCK@0.2 (normaliser: the larger side of the true keypoints' box; both from
+  :mod:`handanno.data.metrics`) and seconds per view;
 - the fit from those keypoints: MPJPE / PA-MPJPE / MPVPE (mm) against the ground truth,
   accepted frames; and the same fit from the true keypoints, for comparison.
 
@@ -31,6 +31,7 @@ import torch
 
 from handanno.annotate.pipeline import PipelineSettings, run_pipeline
 from handanno.annotate.session_io import open_session, read_session_keypoints
+from handanno.data import metrics
 
 
 def detector_errors(truth: np.ndarray, det: np.ndarray) -> dict:
@@ -40,20 +41,19 @@ def detector_errors(truth: np.ndarray, det: np.ndarray) -> dict:
     image, 0.25-0.55 for occluded keypoints, 0.75-1 for visible ones.
     """
     found = det[..., 2].max(axis=-1) > 0  # (B, C) views where the detector reported a hand
-    visible = truth[..., 2] >= 0.7
-    has_hand = (truth[..., 2] > 0).any(axis=-1)
-    err = np.linalg.norm(det[..., :2] - truth[..., :2], axis=-1)  # (B, C, 21)
+    in_image = truth[..., 2] > 0  # (B, C, 21); keypoints outside the image are [0, 0, 0]
+    has_hand = in_image.any(axis=-1)
     use = found & has_hand
-    box = truth[..., :2].max(axis=-2) - truth[..., :2].min(axis=-2)  # (B, C, 2)
-    norm = box.max(axis=-1)  # (B, C)
+    pred, gt, seen = det[use][..., :2], truth[use][..., :2], in_image[use]  # (N, 21, 2), (N, 21, 2), (N, 21)
+    err = np.where(seen, np.linalg.norm(pred - gt, axis=-1), np.nan)  # (N, 21)
+    pck = metrics.pck_2d(pred, gt, seen)
     return {
         "views_with_hand": int(has_hand.sum()), "views_found": int(use.sum()),
         "views_false_positive": int((found & ~has_hand).sum()),
-        "epe_px": float(err[use].mean()), "epe_visible_px": float(err[use][visible[use]].mean()),
-        "median_px": float(np.median(err[use])),
-        "pck@0.2": float((err[use] <= 0.2 * norm[use][:, None]).mean()),
-        "hand_box_px_mean": float(norm[use].mean()),
-        "epe_per_keypoint_px": [round(float(e), 1) for e in err[use].mean(axis=0)],
+        "epe_px": metrics.epe_2d(pred, gt, seen), "epe_visible_px": metrics.epe_2d(pred, gt, truth[use][..., 2] >= 0.7),
+        "median_px": float(np.nanmedian(err)), "pck@0.2": pck.pck,
+        "hand_box_px_mean": float(np.nanmean(pck.normaliser_px)),
+        "epe_per_keypoint_px": [round(float(e), 1) for e in np.nanmean(err, axis=0)],
     }  # fmt: skip
 
 

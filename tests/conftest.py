@@ -8,6 +8,8 @@ import numpy as np
 import pytest
 import torch
 
+from handanno.models.cpm_detector import keypoint_box
+
 # Tolerances for comparing a computation in a given dtype with a reference. Hand geometry is
 # ~0.1 m in magnitude and goes through ~10 chained float ops (rotations, matmuls over 16
 # joints), so float32 (eps 1.2e-7) accumulates to ~1e-7 m: atol 1e-6 m (1 um) leaves 10x
@@ -126,7 +128,7 @@ class OracleDetector:
                 out[i, :, :2] = centre
                 out[i, :, 2] = 0.05
                 continue
-            gt_box = np.concatenate([gt.min(axis=0), gt.max(axis=0)])
+            gt_box = keypoint_box(gt)
             gt_side, gt_centre = 1.4 * (gt_box[2:] - gt_box[:2]).max(), (gt_box[:2] + gt_box[2:]) / 2
             off = np.linalg.norm(centre - gt_centre) / side  # hand off-centre, fraction of the crop
             zoom = np.log(side / gt_side) / np.log(1.25)  # framing off, in units of the training zoom range
