@@ -1,4 +1,8 @@
-"""Exact per-pixel ray casting of triangle meshes through distorted OpenCV cameras (open3d).
+"""Exact per-pixel ray casting of triangle meshes through distorted OpenCV cameras.
+
+The casting itself is open3d's ``RaycastingScene`` (Embree) when open3d is installed, else
+handanno's PyTorch caster (:mod:`handanno.annotate.raycast_torch`, CPU or CUDA); the
+environment variable ``HANDANNO_RAYCAST=open3d|torch`` forces one (:func:`raycast_backend`).
 
 One ray per pixel goes through the pixel's *undistorted* direction, so lens distortion is
 reproduced exactly instead of approximated by warping a pinhole render: a point hit by the
@@ -36,6 +40,8 @@ Convention:
 
 from __future__ import annotations
 
+import importlib.util
+import os
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -44,6 +50,7 @@ import numpy as np
 
 from handanno.calibration.camera import Camera, distort_normalized
 from handanno.check import check_shape
+from handanno.errors import HandannoError
 
 # Undistortion round trips worse than this (px) mark a pixel's ray invalid (never hits).
 _ROUND_TRIP_TOL_PX = 0.01
@@ -215,26 +222,74 @@ def camera_rays_world(camera: Camera, pixel_index: np.ndarray | None = None) -> 
     return rays
 
 
-def build_scene(vertices: np.ndarray, faces: np.ndarray):
-    """An open3d ``RaycastingScene`` holding one triangle mesh.
+RAYCAST_BACKEND_ENV = "HANDANNO_RAYCAST"  # "open3d" or "torch"; unset: open3d when installed
+
+
+class Open3DScene:
+    """open3d's ``RaycastingScene`` holding one mesh, answering in numpy arrays.
 
     Args:
         vertices: ``(V, 3)`` world coordinates, metres.
         faces: ``(F, 3)`` vertex indices.
+    """
+
+    def __init__(self, vertices: np.ndarray, faces: np.ndarray):
+        import open3d as o3d
+
+        self._o3d = o3d
+        self.scene = o3d.t.geometry.RaycastingScene()
+        self.scene.add_triangles(
+            o3d.core.Tensor(np.ascontiguousarray(vertices, np.float32)),
+            o3d.core.Tensor(np.ascontiguousarray(faces, np.uint32)),
+        )
+
+    def cast_rays(self, rays: np.ndarray) -> dict[str, np.ndarray]:
+        """First hits of ``(N, 6)`` rays (fields as :mod:`handanno.annotate.raycast_torch`)."""
+        out = self.scene.cast_rays(self._o3d.core.Tensor(np.ascontiguousarray(rays, np.float32)))
+        return {k: out[k].numpy() for k in ("t_hit", "primitive_ids", "primitive_uvs", "primitive_normals")}
+
+
+def raycast_backend() -> str:
+    """The ray caster :func:`build_scene` uses: ``"open3d"`` or ``"torch"``.
+
+    ``$HANDANNO_RAYCAST`` chooses; unset, open3d when it can be imported, else the PyTorch
+    caster (:mod:`handanno.annotate.raycast_torch`, same answers, slower on the CPU).
+    """
+    name = os.environ.get(RAYCAST_BACKEND_ENV, "").strip().lower()
+    if name in ("open3d", "torch"):
+        return name
+    if name:
+        raise HandannoError(f"${RAYCAST_BACKEND_ENV}={name!r}: use open3d or torch")
+    try:
+        found = importlib.util.find_spec("open3d") is not None
+    except (ImportError, ValueError):  # a broken or blocked installation
+        found = False
+    return "open3d" if found else "torch"
+
+
+def build_scene(vertices: np.ndarray, faces: np.ndarray, backend: str | None = None):
+    """A ray-casting scene holding one triangle mesh.
+
+    Args:
+        vertices: ``(V, 3)`` world coordinates, metres.
+        faces: ``(F, 3)`` vertex indices.
+        backend: ``"open3d"`` or ``"torch"``; None: :func:`raycast_backend`.
 
     Returns:
-        ``open3d.t.geometry.RaycastingScene`` with the mesh as geometry 0.
+        An object whose ``cast_rays(rays (N, 6))`` returns numpy ``t_hit``, ``primitive_ids``,
+        ``primitive_uvs`` and ``primitive_normals`` (:class:`Open3DScene` or
+        :class:`handanno.annotate.raycast_torch.TorchScene`).
     """
-    import open3d as o3d
-
     check_shape(vertices, ("V", 3), "vertices")
     check_shape(faces, ("F", 3), "faces")
-    scene = o3d.t.geometry.RaycastingScene()
-    scene.add_triangles(
-        o3d.core.Tensor(np.ascontiguousarray(vertices, np.float32)),
-        o3d.core.Tensor(np.ascontiguousarray(faces, np.uint32)),
-    )
-    return scene
+    backend = backend or raycast_backend()
+    if backend == "open3d":
+        return Open3DScene(vertices, faces)
+    if backend == "torch":
+        from handanno.annotate.raycast_torch import TorchScene
+
+        return TorchScene(vertices, faces)
+    raise HandannoError(f"unknown ray-casting backend {backend!r}: use open3d or torch")
 
 
 @dataclass(frozen=True)
@@ -295,7 +350,7 @@ def cast_camera(scene, camera: Camera, pixel_index: np.ndarray | None = None) ->
     """Cast the rays of ``camera``'s pixels into ``scene``.
 
     Args:
-        scene: an open3d ``RaycastingScene`` (see :func:`build_scene`), world coordinates.
+        scene: a scene from :func:`build_scene`, world coordinates.
         camera: the camera.
         pixel_index: ``(N,)`` flat pixel indices to cast (e.g. from
             :func:`roi_pixel_index`); None casts every valid pixel. Pixels not cast count
@@ -315,16 +370,16 @@ def cast_camera(scene, camera: Camera, pixel_index: np.ndarray | None = None) ->
     normals = np.zeros((H * W, 3), np.float32)
     if len(idx):
         out = scene.cast_rays(camera_rays_world(camera, idx))
-        t_hit = out["t_hit"].numpy()  # (N,) = depth, since the camera-frame z of each direction is 1
+        t_hit = out["t_hit"]  # (N,) = depth, since the camera-frame z of each direction is 1
         hit = np.isfinite(t_hit)
         hidx = idx[hit]
-        uvs = out["primitive_uvs"].numpy()[hit]  # (n, 2): weights of vertices 1 and 2
+        uvs = out["primitive_uvs"][hit]  # (n, 2): weights of vertices 1 and 2
         hit_mask[hidx] = True
         depth[hidx] = t_hit[hit]
-        face_ids[hidx] = out["primitive_ids"].numpy()[hit].astype(np.int64)
+        face_ids[hidx] = out["primitive_ids"][hit].astype(np.int64)
         bary[hidx, 0] = 1.0 - uvs[:, 0] - uvs[:, 1]
         bary[hidx, 1:] = uvs
-        normals[hidx] = out["primitive_normals"].numpy()[hit]
+        normals[hidx] = out["primitive_normals"][hit]
     else:
         hidx = np.zeros(0, np.int64)
     return RayHits(

@@ -596,7 +596,7 @@ def light_visibility(scene, vertices: np.ndarray, vertex_normals: np.ndarray, li
     per pixel.
 
     Args:
-        scene: the posed hand's ``RaycastingScene``.
+        scene: the posed hand's scene (:func:`handanno.annotate.raycast.build_scene`).
         vertices: ``(V, 3)`` world, metres.
         vertex_normals: ``(V, 3)`` unit outward normals.
         lighting: the light.
@@ -612,7 +612,7 @@ def light_visibility(scene, vertices: np.ndarray, vertex_normals: np.ndarray, li
     for k, (a, b) in enumerate(_LIGHT_JITTER):
         rays[k, :, :3] = origin
         rays[k, :, 3:] = _unit(d + a * t1 + b * t2)
-    blocked = np.isfinite(scene.cast_rays(rays.reshape(K * V, 6))["t_hit"].numpy()).reshape(K, V)
+    blocked = np.isfinite(scene.cast_rays(rays.reshape(K * V, 6))["t_hit"]).reshape(K, V)
     return 1.0 - blocked.mean(0)
 
 

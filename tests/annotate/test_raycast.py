@@ -1,11 +1,39 @@
-"""Ray casting through distorted cameras: exact reprojection, an obvious reference, conventions."""
+"""Ray casting through distorted cameras: exact reprojection, an obvious reference, conventions.
+
+The tests of the casting contract run with both casters (open3d's and handanno's PyTorch one).
+"""
 
 import numpy as np
 import open3d as o3d
 import pytest
+import torch
 
-from handanno.annotate import raycast
+from handanno.annotate import raycast, raycast_torch
 from handanno.calibration.camera import Camera, look_at, project_points, undistort_points
+from handanno.errors import HandannoError
+
+
+@pytest.fixture(autouse=True)
+def backend(request, monkeypatch):
+    """The ray caster of build_scene for this test: open3d unless parametrized (both_backends)."""
+    name = getattr(request, "param", "open3d")
+    monkeypatch.setenv(raycast.RAYCAST_BACKEND_ENV, name)
+    return name
+
+
+both_backends = pytest.mark.parametrize("backend", ["open3d", "torch"], indirect=True)
+
+
+@pytest.fixture(scope="module")
+def hand_model_posed():
+    """``(verts (V, 3), faces (F, 3))``: the open hand model in a synthetic pose, world metres."""
+    from handanno.annotate import synth
+    from handanno.models.hand_model_io import load_hand_model
+    from handanno.models.mano import ManoLayer
+
+    model = load_hand_model("right")
+    motion = synth.make_motion(ManoLayer(model), np.asarray(model.hands_mean), "right", 2, 15.0, 3)
+    return motion.vertices[1], motion.faces
 
 
 def _camera(dist=(-0.14, 0.04, 1e-3, -1.5e-3, 0.0), size=(96, 72), skew=0.0, center=(0.3, -0.25, 0.2)):
@@ -31,6 +59,7 @@ def test_undistort_newton_matches_opencv():
     np.testing.assert_allclose(grid.xy_norm, ref, atol=1e-10)
 
 
+@both_backends
 @pytest.mark.parametrize("skew", [0.0, 0.7])
 def test_hit_points_reproject_onto_their_pixels(skew):
     """The distortion contract: a ray-cast point's pixel is project_points of its 3D hit point.
@@ -49,6 +78,7 @@ def test_hit_points_reproject_onto_their_pixels(skew):
     assert np.abs(uv - pix).max() < 0.05
 
 
+@both_backends
 def test_depth_barycentrics_and_normals_convention():
     cam = _camera()
     verts, faces = _sphere()
@@ -72,6 +102,7 @@ def test_depth_barycentrics_and_normals_convention():
     assert np.isinf(hits.depth_m[miss]).all() and (hits.face_ids[miss] == -1).all()
 
 
+@both_backends
 def test_region_of_interest_changes_nothing():
     cam = _camera()
     verts, faces = _sphere()
@@ -102,6 +133,7 @@ def _reference_first_hit(origin, direction, verts, faces):
     return t[k], k
 
 
+@both_backends
 def test_matches_reference_intersection():
     cam = _camera(size=(48, 36))
     verts, faces = _sphere()
@@ -119,6 +151,7 @@ def test_matches_reference_intersection():
             assert not np.isfinite(t) and not hits.hit_mask[v, u]
 
 
+@both_backends
 def test_render_mask_and_iou():
     cam = _camera()
     verts, faces = _sphere()
@@ -140,3 +173,69 @@ def test_vertex_normals_point_outwards_on_a_sphere():
     n = raycast.vertex_normals(verts, faces)
     cos = np.sum(n * verts / np.linalg.norm(verts, axis=1, keepdims=True), axis=1)
     assert cos.min() > 0.98
+
+
+@both_backends
+def test_backend_choice(monkeypatch, backend):
+    verts, faces = _sphere()
+    expected = raycast.Open3DScene if backend == "open3d" else raycast_torch.TorchScene
+    assert isinstance(raycast.build_scene(verts, faces), expected)
+    monkeypatch.setenv(raycast.RAYCAST_BACKEND_ENV, "embree")
+    with pytest.raises(HandannoError, match="HANDANNO_RAYCAST"):
+        raycast.build_scene(verts, faces)
+
+
+def test_torch_caster_culling_changes_nothing():
+    """Tiles of a shared origin test only the faces over them: the same hits as all faces."""
+    cam = _camera(size=(80, 60))
+    verts, faces = _sphere()
+    rays = raycast.camera_rays_world(cam)
+    scene = raycast_torch.TorchScene(verts, faces, device="cpu")
+    culled = scene.cast_rays(rays)
+    r = torch.as_tensor(rays)
+    t, f, uv = raycast_torch._first_hits(r[:, :3], r[:, 3:], scene.v0, scene.e1, scene.e2)  # all faces
+    assert np.isfinite(culled["t_hit"]).sum() > 500
+    np.testing.assert_array_equal(culled["t_hit"], t.numpy())
+    np.testing.assert_array_equal(culled["primitive_ids"].astype(np.int64),
+                                  np.where(f.numpy() >= 0, f.numpy(), raycast_torch.INVALID_ID))
+    np.testing.assert_array_equal(culled["primitive_uvs"], uv.numpy())
+    # rays from several origins (no culling) and a shared origin inside the mesh (faces behind it)
+    jittered = rays.copy()
+    jittered[::2, :3] += 1e-4
+    np.testing.assert_allclose(scene.cast_rays(jittered)["t_hit"], t.numpy(), rtol=1e-2)
+    inside = rays.copy()
+    inside[:, :3] = [0.01, -0.02, 0.0]  # the sphere's centre: every ray hits, at the radius
+    t_in = scene.cast_rays(inside)["t_hit"] * np.linalg.norm(inside[:, 3:], axis=1)
+    assert np.all(np.abs(t_in - 0.08) < 0.004)
+
+
+def test_torch_caster_matches_open3d_on_the_hand(hand_model_posed):
+    """Eight distorted cameras of a synthetic dome around the open hand model."""
+    from handanno.annotate import synth
+
+    verts, faces = hand_model_posed
+    rig, _ = synth.make_rig(8, (320, 240), 3)
+    a_scene = raycast.build_scene(verts, faces, "open3d")
+    b_scene = raycast.build_scene(verts, faces, "torch")
+    for cam in rig:
+        a = raycast.raycast_mesh(verts, faces, cam, a_scene)
+        b = raycast.raycast_mesh(verts, faces, cam, b_scene)
+        both = a.hit_mask & b.hit_mask
+        assert a.hit_mask.sum() > 300, cam.name
+        assert (a.hit_mask ^ b.hit_mask).sum() <= 2, cam.name  # a grazing edge ray at most
+        same = both & (a.face_ids == b.face_ids)
+        assert same.sum() >= both.sum() - 2, cam.name
+        np.testing.assert_allclose(a.depth_m[same], b.depth_m[same], atol=2e-5)
+        np.testing.assert_allclose(a.barycentrics[same], b.barycentrics[same], atol=1e-2)
+        np.testing.assert_allclose(a.normals_world[same], b.normals_world[same], atol=1e-4)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_torch_caster_cuda_matches_cpu():
+    cam = _camera(size=(80, 60))
+    verts, faces = _sphere()
+    rays = raycast.camera_rays_world(cam)
+    a = raycast_torch.TorchScene(verts, faces, device="cpu").cast_rays(rays)
+    b = raycast_torch.TorchScene(verts, faces, device="cuda").cast_rays(rays)
+    np.testing.assert_array_equal(a["primitive_ids"], b["primitive_ids"])
+    np.testing.assert_allclose(a["t_hit"], b["t_hit"], rtol=1e-5)
