@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from handanno.models.cpm_detector import keypoint_box
+from handanno.data.augment import keypoint_box
 
 # Tolerances for comparing a computation in a given dtype with a reference. Hand geometry is
 # ~0.1 m in magnitude and goes through ~10 chained float ops (rotations, matmuls over 16

@@ -96,6 +96,41 @@ class CropTransform:
         return cv2.invertAffineTransform(self.A)
 
 
+def keypoint_box(keypoints: np.ndarray) -> np.ndarray:
+    """The tight ``[x0, y0, x1, y1]`` box (pixels) of ``(J, 2+)`` keypoints ``[u, v, ...]``.
+
+    Example:
+        >>> keypoint_box(np.array([[3.0, 7.0], [1.0, 9.0], [2.0, 8.0]])).tolist()
+        [1.0, 7.0, 3.0, 9.0]
+    """
+    uv = np.asarray(keypoints)[:, :2]
+    return np.concatenate([uv.min(axis=0), uv.max(axis=0)])
+
+
+def box_crop_frame(box: np.ndarray, crop_pad: float) -> tuple[np.ndarray, float]:
+    """How handanno frames a hand: a square crop centred on ``box``, ``crop_pad`` x its larger side.
+
+    The side is at least ``crop_pad`` pixels; augmentation comes on top. The training crops
+    (:class:`handanno.data.datasets.HandCropDataset`) and the detector at run time
+    (:class:`handanno.models.cpm_detector.CPMDetector`) both frame with it, so the network
+    sees the hand at the zoom it was trained on.
+
+    Args:
+        box: ``(4,)`` ``[x0, y0, x1, y1]`` pixels (e.g. :func:`keypoint_box`).
+        crop_pad: crop side over the box's larger side.
+
+    Returns:
+        ``(centre (2,), side)`` in pixels, for :func:`crop_transform`.
+
+    Example:
+        >>> c, side = box_crop_frame(np.array([10.0, 20.0, 30.0, 60.0]), 1.5)
+        >>> c.tolist(), side
+        ([20.0, 40.0], 60.0)
+    """
+    x0, y0, x1, y1 = (float(v) for v in box)
+    return np.array([(x0 + x1) / 2.0, (y0 + y1) / 2.0]), max(x1 - x0, y1 - y0, 1.0) * crop_pad
+
+
 def crop_transform(
     center_uv: np.ndarray, side_px: float, crop_size: int, angle_rad: float = 0.0, flip: bool = False
 ) -> CropTransform:

@@ -271,11 +271,10 @@ class HandCropDataset(torch.utils.data.Dataset):
 
         K, xyz = folder.K[li], folder.xyz[li]
         uv = project(K, xyz)  # (21, 2) label-image pixels
-        lo, hi = uv.min(axis=0), uv.max(axis=0)
-        side = max(float((hi - lo).max()), 1.0) * cfg.crop_pad
+        centre, side = aug.box_crop_frame(aug.keypoint_box(uv), cfg.crop_pad)
         aug_cfg = cfg.augment if do_aug else aug.AugmentConfig(enabled=False)
         shift, zoom, angle, flip = aug.sample_crop_params(rng, aug_cfg, side)
-        t = aug.crop_transform((lo + hi) / 2 + shift, side / zoom, S, angle, flip)
+        t = aug.crop_transform(centre + shift, side / zoom, S, angle, flip)
 
         uv_crop = aug.apply_affine(t.A, uv)
         xyz_crop = xyz @ t.T.T

@@ -28,6 +28,7 @@ import torch
 
 from handanno.check import check_shape
 from handanno.data import augment as aug
+from handanno.data.augment import keypoint_box
 from handanno.data.datasets import to_chw_rgb
 from handanno.device import resolve_device
 from handanno.errors import HandannoError
@@ -75,9 +76,7 @@ class CPMDetector:
             if boxes is None:
                 centre, side = np.array([(W - 1) / 2.0, (H - 1) / 2.0]), float(max(H, W))
             else:
-                x0, y0, x1, y1 = boxes[i]
-                centre = np.array([(x0 + x1) / 2.0, (y0 + y1) / 2.0])
-                side = max(float(x1 - x0), float(y1 - y0), 1.0) * self.crop_pad
+                centre, side = aug.box_crop_frame(boxes[i], self.crop_pad)  # the training crops' framing
             t = aug.crop_transform(centre, side, S)
             crops.append(to_chw_rgb(aug.warp_image(img, t)))
             inverses.append(t.A_inv)
@@ -158,12 +157,6 @@ def search_boxes(width: int, height: int, crop_pad: float = 1.4, min_crop_px: fl
         if side < min_crop_px:
             break
     return np.asarray(boxes, dtype=np.float64)
-
-
-def keypoint_box(keypoints: np.ndarray) -> np.ndarray:
-    """The tight ``[x0, y0, x1, y1]`` box of ``(21, 2+)`` keypoints (the framing used in training)."""
-    uv = np.asarray(keypoints)[:, :2]
-    return np.concatenate([uv.min(axis=0), uv.max(axis=0)])
 
 
 @dataclasses.dataclass(frozen=True)
