@@ -47,6 +47,7 @@ from handanno.data.conventions import (
     NUM_MANO_JOINTS,
 )
 from handanno.errors import HandannoError
+from handanno.models.hand_axes import HandAxes, hand_axes
 
 log = logging.getLogger(__name__)
 
@@ -258,86 +259,35 @@ def smooth_signal(rng: np.random.Generator, num_frames: int, fps: float, freq_hz
     return (amps[:, None] * np.sin(2 * np.pi * freqs[:, None] * t[None] + phases[:, None])).sum(0) / amps.sum()
 
 
-@dataclass(frozen=True)
-class HandAxes:
-    """Articulation axes of the 15 MANO joints, from the hand's flat rest pose.
-
-    Attributes:
-        flex: ``(15, 3)`` unit axes (MANO joints 1..15) about which a positive angle curls
-            the finger towards the palm.
-        spread: ``(15, 3)`` unit axes about which a positive angle moves the finger
-            towards the pinky side (in the palm plane).
-        palm_normal: ``(3,)`` unit normal pointing out of the palm.
-        thumb_side: ``(3,)`` unit direction from the pinky knuckle to the index knuckle.
-    """
-
-    flex: np.ndarray
-    spread: np.ndarray
-    palm_normal: np.ndarray
-    thumb_side: np.ndarray
-
-
-# MANO joint (1..15) -> (this keypoint, its child keypoint) in FreiHAND order.
-_MANO_JOINT_BONES = {1: (5, 6), 2: (6, 7), 3: (7, 8), 4: (9, 10), 5: (10, 11), 6: (11, 12),
-                     7: (17, 18), 8: (18, 19), 9: (19, 20), 10: (13, 14), 11: (14, 15), 12: (15, 16),
-                     13: (1, 2), 14: (2, 3), 15: (3, 4)}  # fmt: skip
-
-
 def _unit(v: np.ndarray) -> np.ndarray:
     return v / np.linalg.norm(v, axis=-1, keepdims=True)
-
-
-def hand_axes(rest_joints: np.ndarray, side: str) -> HandAxes:
-    """Flexion and spread axes of every MANO joint from the flat rest pose's keypoints.
-
-    Args:
-        rest_joints: ``(21, 3)`` FreiHAND keypoints of the flat hand (articulation 0).
-        side: ``"right"`` or ``"left"``.
-
-    Returns:
-        :class:`HandAxes` in the rest frame (which is every MANO joint's local frame).
-
-    Convention:
-        ``s`` = index knuckle - pinky knuckle (towards the thumb), ``f`` = middle knuckle -
-        wrist (along the fingers). The palm faces ``s x f`` for a right hand and ``f x s``
-        for a left one. A rotation about axis ``a`` moves a bone ``d`` towards ``a x d``, so
-        flexion uses ``a = d x n`` (towards the palm) and spread ``a = s x d`` (towards the
-        pinky). The thumb curls towards ``n - s`` (across the palm).
-    """
-    check_shape(rest_joints, (NUM_JOINTS, 3), "rest_joints")
-    j = np.asarray(rest_joints, np.float64)
-    s = _unit(j[5] - j[17])
-    f = _unit(j[9] - j[0])
-    n = _unit(np.cross(s, f) if side == "right" else np.cross(f, s))
-    n_thumb = _unit(n - 0.8 * s)
-    flex = np.zeros((15, 3))
-    spread = np.zeros((15, 3))
-    for mano_j, (a, b) in _MANO_JOINT_BONES.items():
-        d = _unit(j[b] - j[a])
-        flex[mano_j - 1] = _unit(np.cross(d, n_thumb if mano_j >= 13 else n))
-        spread[mano_j - 1] = _unit(np.cross(s, d))
-    return HandAxes(flex, spread, n, s)
 
 
 def articulation_trajectory(axes: HandAxes, num_frames: int, fps: float, rng: np.random.Generator) -> np.ndarray:
     """Smooth, anatomically bounded finger motion as full MANO joint axis-angles ``(T, 15, 3)``.
 
-    Each finger's curl is 60 % a shared signal and 40 % its own; MCP flexes in
-    [-10, 80] deg, PIP in [0, 100] deg, DIP = 0.7 PIP (tendon coupling). The knuckles
-    spread by up to about 12 deg, less when curled. The thumb's CMC moves in front of the
-    palm (0-40 deg) and across it (-15-25 deg), MCP 0-50 deg, IP -10-70 deg. Angles are
-    "full" (relative to the flat hand), not relative to ``hands_mean``.
+    Every session holds its own hand posture, about which the fingers move: a grip strength
+    ``g ~ U(0, 1)`` shared by the hand and one ``u ~ U(0, 1)`` per finger give each finger's
+    mean curl ``0.5 g + 0.5 u`` (open hands, fists, pointing and in between); the curl then
+    moves by up to 0.35 about it, 60 % a shared signal and 40 % its own (0.15-0.6 Hz). MCP
+    flexes in [-10, 80] deg, PIP in [0, 100] deg, DIP = 0.7 PIP (tendon coupling). The
+    knuckles spread by up to about 12 deg, less when curled. The thumb's mean opposition
+    ``0.4 g + 0.6 u`` moves likewise; its CMC moves in front of the palm (0-40 deg) and across
+    it (-15-25 deg), MCP 0-50 deg, IP -10-70 deg. Angles are "full" (relative to the flat
+    hand), not relative to ``hands_mean``.
     """
     T = num_frames
-    common = smooth_signal(rng, T, fps)
+    freq = (0.15, 0.6)
+    common = smooth_signal(rng, T, fps, freq)
     out = np.zeros((T, 15, 3))
     d2r = np.pi / 180
     # MANO finger joints (first of three) and their spread direction / weight.
     fingers = {"index": (1, -1.0), "middle": (4, -0.2), "ring": (10, 0.6), "pinky": (7, 1.3)}
     spread_amt = 0.5 + 0.5 * smooth_signal(rng, T, fps, (0.05, 0.3))  # (T,) in [0, 1]
-    bias = rng.uniform(-0.2, 0.2)
+    grip = rng.uniform(0.0, 1.0)
     for j0, spread_dir in fingers.values():
-        curl = np.clip(0.45 + bias + 0.45 * (0.6 * common + 0.4 * smooth_signal(rng, T, fps)), 0.0, 1.0)  # (T,)
+        mean_curl = 0.5 * grip + 0.5 * rng.uniform(0.0, 1.0)
+        curl = np.clip(mean_curl + 0.35 * (0.6 * common + 0.4 * smooth_signal(rng, T, fps, freq)), 0.0, 1.0)  # (T,)
         pip = np.clip(curl + 0.2 * smooth_signal(rng, T, fps), 0.0, 1.0)
         mcp_deg = -10 + 90 * curl
         pip_deg = 100 * pip
@@ -346,7 +296,8 @@ def articulation_trajectory(axes: HandAxes, num_frames: int, fps: float, rng: np
         out[:, j0 - 1] = mcp_deg[:, None] * d2r * axes.flex[j0 - 1] + spread_deg[:, None] * d2r * axes.spread[j0 - 1]
         out[:, j0] = pip_deg[:, None] * d2r * axes.flex[j0]
         out[:, j0 + 1] = np.clip(dip_deg, 0, 75)[:, None] * d2r * axes.flex[j0 + 1]
-    thumb = 0.5 + 0.5 * (0.5 * common + 0.5 * smooth_signal(rng, T, fps))  # (T,) in [0, 1]
+    mean_thumb = 0.4 * grip + 0.6 * rng.uniform(0.0, 1.0)
+    thumb = np.clip(mean_thumb + 0.35 * (0.5 * common + 0.5 * smooth_signal(rng, T, fps, freq)), 0, 1)  # (T,)
     cmc_front = 40 * thumb
     cmc_across = -15 + 40 * np.clip(thumb + 0.2 * smooth_signal(rng, T, fps), 0, 1)
     mcp = 50 * np.clip(thumb + 0.15 * smooth_signal(rng, T, fps), 0, 1)

@@ -534,3 +534,23 @@ def test_silhouette_gradient_of_a_frame_ignores_the_other_frames(layer, synth):
         vals.append(loss[0].item())
     assert vals[0] == pytest.approx(vals[1], abs=1e-6)
     assert (grads[0] - grads[1]).abs().max() < 1e-5 * grads[1].abs().max()
+
+
+def test_anatomical_prior_keeps_the_surface_that_keypoints_cannot_see(layer, rig, truth):
+    """Exact keypoints fix the joints but not the fingers' rotation about their own bones.
+
+    With the isotropic prior the fit turns the tucked thumb of this hand about its bone and
+    bends the next joints to put the keypoints back; the anatomical prior (no twist, hinges)
+    keeps the surface. Measured: MPJPE 0.23 / 0.23 mm, MPVPE isotropic 1.66 mm, anatomical
+    0.78 mm (the thumb's vertices 3.75 / 1.17 mm).
+    """
+    inputs = _exact_inputs(rig, truth)
+    res_iso = fit_batch(layer, inputs, FitSettings(pose_prior="isotropic"))
+    res_ana = fit_batch(layer, inputs, FitSettings())
+    assert FitSettings().pose_prior == "anatomical"
+    for res in (res_iso, res_ana):
+        assert metrics.mpjpe(res.joints, truth.joints) < 0.5
+    v_iso, v_ana = metrics.mpvpe(res_iso.vertices, truth.vertices), metrics.mpvpe(res_ana.vertices, truth.vertices)
+    assert v_ana < 0.7 * v_iso, (v_ana, v_iso)
+    with pytest.raises(HandannoError, match="pose_prior"):
+        fit_batch(layer, inputs, FitSettings(pose_prior="pca", iters_3d=1, iters_2d=1))

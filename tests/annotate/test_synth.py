@@ -163,6 +163,27 @@ def test_motion_is_smooth_and_bounded():
     assert np.abs(palm).max() < 0.035  # the palm centre drifts a few cm around the origin
 
 
+def test_sessions_hold_different_postures():
+    """Each seed draws its own posture (open, fist, pointing ...): the fingers' mean curl differs
+    by far more between sessions than it moves within one."""
+    model = load_hand_model("right")
+    rest = synth.make_motion(ManoLayer(model), model.hands_mean, "right", 1, 15.0, seed=0)
+    axes = synth.hand_axes(ManoLayer(model).keypoints(
+        torch.as_tensor(np.concatenate([np.zeros(3), -model.hands_mean])[None], dtype=torch.float32),
+        torch.as_tensor(rest.betas[None], dtype=torch.float32), torch.zeros(1, 3))[0].numpy(), "right")
+    mcp = [0, 3, 9, 6]  # index, middle, ring, pinky MCP (MANO joints 1, 4, 10, 7)
+    means, within = [], []
+    for seed in range(12):
+        art = synth.articulation_trajectory(axes, 25, 15.0, np.random.default_rng(seed))  # (T, 15, 3)
+        flex = np.degrees(np.einsum("tjk,jk->tj", art[:, mcp], axes.flex[mcp]))  # (T, 4)
+        means.append(flex.mean(0))
+        within.append(flex.max(0) - flex.min(0))
+    means = np.array(means)  # (12, 4)
+    assert np.ptp(means, axis=0).min() > 45  # every finger: open in some sessions, curled in others
+    assert np.mean(within) < np.ptp(means, axis=0).mean() / 2
+    assert np.ptp(means.mean(1)) > 25, means.round()  # whole hands: some open, some curled
+
+
 @pytest.mark.parametrize("side", ["right", "left"])
 def test_convention_flexion_curls_towards_the_palm(side):
     """hand_axes: a positive angle about ``flex`` moves every fingertip towards the palm side."""
