@@ -7,10 +7,12 @@ first hit of every ray, with the Moller-Trumbore test, batched in chunks of rays
 on the CPU or on CUDA, and returns the same fields as open3d's ``cast_rays``.
 
 Work is kept near the pairs that can hit: when all rays leave one point (a camera), the
-rays are sorted by their direction's position on an image plane and cut into chunks; each
-chunk tests only the faces whose projected bounding box overlaps the chunk's box. For a
-hand of 1,538 faces seen in a 640x480 image that is about a tenth of the faces per chunk.
-Rays from different origins (shadow rays) test every face.
+rays are placed on an image plane and cut into tiles of about 1,024 (bands of rows, each cut
+along x); each tile tests only the faces whose projected bounding box overlaps the tile's box.
+For the open hand model (1,552 faces) in the 8 cameras of a ``handanno synth`` dome at 640x480
+that is 6.3 % of the ray-face pairs of the mesh's region of interest (measured; 1.2 s instead
+of 5.6 s for the 8 views on 2 CPU cores; open3d: 0.06 s). Rays from different origins
+(shadow rays) test every face, ``chunk_pairs`` at a time.
 
 Convention:
     - ``rays``: ``(N, 6)`` ``[origin xyz, direction xyz]``, world metres; the hit parameter
@@ -42,7 +44,8 @@ class TorchScene:
         vertices: ``(V, 3)`` world metres.
         faces: ``(F, 3)`` vertex indices.
         device: torch device; None picks CUDA when present.
-        chunk_pairs: ray-face pairs tested at once (bounds memory: about 60 bytes each).
+        chunk_pairs: ray-face pairs tested at once without culling (bounds memory: about 60 bytes
+            each); a culled tile tests at most its 1,024 rays x all faces.
     """
 
     def __init__(self, vertices: np.ndarray, faces: np.ndarray, device: str | torch.device | None = None,

@@ -48,6 +48,7 @@ from handanno.data.conventions import (
 )
 from handanno.errors import HandannoError
 from handanno.models.hand_axes import HandAxes, hand_axes
+from handanno.models.hand_axes import unit as _unit
 
 log = logging.getLogger(__name__)
 
@@ -257,10 +258,6 @@ def smooth_signal(rng: np.random.Generator, num_frames: int, fps: float, freq_hz
     freqs = rng.uniform(*freq_hz, size=num_terms)
     phases = rng.uniform(0, 2 * np.pi, size=num_terms)
     return (amps[:, None] * np.sin(2 * np.pi * freqs[:, None] * t[None] + phases[:, None])).sum(0) / amps.sum()
-
-
-def _unit(v: np.ndarray) -> np.ndarray:
-    return v / np.linalg.norm(v, axis=-1, keepdims=True)
 
 
 def articulation_trajectory(axes: HandAxes, num_frames: int, fps: float, rng: np.random.Generator) -> np.ndarray:

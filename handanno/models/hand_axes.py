@@ -44,9 +44,8 @@ class HandAxes:
 
 # MANO joint (1..15) -> (this keypoint, its child keypoint) in FreiHAND order.
 MANO_JOINT_BONES = {1: (5, 6), 2: (6, 7), 3: (7, 8), 4: (9, 10), 5: (10, 11), 6: (11, 12),
-                     7: (17, 18), 8: (18, 19), 9: (19, 20), 10: (13, 14), 11: (14, 15), 12: (15, 16),
-                     13: (1, 2), 14: (2, 3), 15: (3, 4)}  # fmt: skip
-
+                    7: (17, 18), 8: (18, 19), 9: (19, 20), 10: (13, 14), 11: (14, 15), 12: (15, 16),
+                    13: (1, 2), 14: (2, 3), 15: (3, 4)}  # fmt: skip
 
 
 def hand_axes(rest_joints: np.ndarray, side: str) -> HandAxes:
@@ -68,22 +67,23 @@ def hand_axes(rest_joints: np.ndarray, side: str) -> HandAxes:
     """
     check_shape(rest_joints, (NUM_JOINTS, 3), "rest_joints")
     j = np.asarray(rest_joints, np.float64)
-    s = _unit(j[5] - j[17])
-    f = _unit(j[9] - j[0])
-    n = _unit(np.cross(s, f) if side == "right" else np.cross(f, s))
-    n_thumb = _unit(n - 0.8 * s)
+    s = unit(j[5] - j[17])
+    f = unit(j[9] - j[0])
+    n = unit(np.cross(s, f) if side == "right" else np.cross(f, s))
+    n_thumb = unit(n - 0.8 * s)
     flex = np.zeros((15, 3))
     spread = np.zeros((15, 3))
     bone = np.zeros((15, 3))
     for mano_j, (a, b) in MANO_JOINT_BONES.items():
-        d = _unit(j[b] - j[a])
+        d = unit(j[b] - j[a])
         bone[mano_j - 1] = d
-        flex[mano_j - 1] = _unit(np.cross(d, n_thumb if mano_j >= 13 else n))
-        spread[mano_j - 1] = _unit(np.cross(s, d))
+        flex[mano_j - 1] = unit(np.cross(d, n_thumb if mano_j >= 13 else n))
+        spread[mano_j - 1] = unit(np.cross(s, d))
     return HandAxes(flex, spread, n, s, bone)
 
 
-def _unit(v: np.ndarray) -> np.ndarray:
+def unit(v: np.ndarray) -> np.ndarray:
+    """``v`` divided by its norm along the last axis."""
     return v / np.linalg.norm(v, axis=-1, keepdims=True)
 
 
@@ -118,7 +118,7 @@ def joint_bases(axes: HandAxes) -> np.ndarray:
     out = np.zeros((15, 3, 3))
     for mano_j in range(1, 16):
         d = axes.bone[mano_j - 1]
-        f = _unit(axes.flex[mano_j - 1] - (axes.flex[mano_j - 1] @ d) * d)
+        f = unit(axes.flex[mano_j - 1] - (axes.flex[mano_j - 1] @ d) * d)
         out[mano_j - 1] = [d, f, np.cross(d, f)]
     return out
 
@@ -155,5 +155,5 @@ def anatomical_pose_prior(axes: HandAxes, std: PriorStd = PriorStd()) -> tuple[n
     return comps, sd
 
 
-__all__ = ["HandAxes", "hand_axes", "MANO_JOINT_BONES", "HINGE_JOINTS", "FREE_JOINTS", "PriorStd", "joint_bases",
-           "anatomical_pose_prior"]  # fmt: skip
+__all__ = ["HandAxes", "hand_axes", "unit", "MANO_JOINT_BONES", "HINGE_JOINTS", "FREE_JOINTS", "PriorStd",
+           "joint_bases", "anatomical_pose_prior"]  # fmt: skip
