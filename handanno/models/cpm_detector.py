@@ -28,7 +28,6 @@ import torch
 
 from handanno.check import check_shape
 from handanno.data import augment as aug
-from handanno.data.augment import keypoint_box
 from handanno.data.datasets import to_chw_rgb
 from handanno.device import resolve_device
 from handanno.errors import HandannoError
@@ -205,7 +204,7 @@ class HandTracker:
 
     def _refine(self, image: np.ndarray, kp: np.ndarray) -> np.ndarray:
         for _ in range(self.settings.refine_iters):
-            kp = self.detector.detect([image], keypoint_box(kp)[None])[0]
+            kp = self.detector.detect([image], aug.keypoint_box(kp)[None])[0]
         return kp
 
     def __call__(self, image: np.ndarray, camera: str = "") -> np.ndarray | None:
@@ -226,5 +225,5 @@ class HandTracker:
         if kp[:, 2].mean() < ok:
             self._last_box.pop(camera, None)
             return None
-        self._last_box[camera] = keypoint_box(kp)
+        self._last_box[camera] = aug.keypoint_box(kp)
         return kp

@@ -385,15 +385,16 @@ def train_one_epoch(
         state.step += 1
         n_batches += 1
         n_samples += len(batch["uv"])
-        totals["loss"] = totals.get("loss", 0.0) + float(loss.detach())
+        loss_value = float(loss.detach())  # one device sync per step
+        totals["loss"] = totals.get("loss", 0.0) + loss_value
         for k, v in parts.items():
             totals[k] = totals.get(k, 0.0) + v
         if step_writer is not None and (state.step % cfg.log_every == 0 or state.step == 1):
             lr = scheduler.get_last_lr()[0]
-            step_writer.writerow({"step": state.step, "epoch": state.epoch, "loss": float(loss.detach()), "lr": lr,
+            step_writer.writerow({"step": state.step, "epoch": state.epoch, "loss": loss_value, "lr": lr,
                                   **{f"loss_{k}": v for k, v in parts.items()}})  # fmt: skip
             if tb is not None:
-                tb.add_scalar("train/loss", float(loss.detach()), state.step)
+                tb.add_scalar("train/loss", loss_value, state.step)
                 tb.add_scalar("train/lr", lr, state.step)
     elapsed = time.perf_counter() - t0
     out = {f"train_{k}": v / max(n_batches, 1) for k, v in totals.items()}
