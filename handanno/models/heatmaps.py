@@ -14,6 +14,8 @@ Convention:
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
@@ -237,9 +239,83 @@ def awing_weight_map(target: torch.Tensor, weight: float = 10.0, threshold: floa
         ``(B, J, H, W)`` weights (1 on background, ``1 + W`` on and around the peaks).
     """
     check_shape(target, ("B", "J", "H", "W"), "target")
-    fg = (target > threshold).to(target.dtype)
-    mask = F.max_pool2d(fg, kernel_size=3, stride=1, padding=1)  # grey dilation by 3x3
-    return weight * mask + 1.0
+    fg = target > threshold
+    # Binary dilation by 3x3 as two separable passes of shifted ORs on bool maps (the same
+    # result as a 3x3 max-pool of the float mask, at a third of its time on the CPU).
+    rows = fg.clone()
+    rows[..., 1:, :] |= fg[..., :-1, :]
+    rows[..., :-1, :] |= fg[..., 1:, :]
+    mask = rows.clone()
+    mask[..., :, 1:] |= rows[..., :, :-1]
+    mask[..., :, :-1] |= rows[..., :, 1:]
+    return mask.to(target.dtype) * weight + 1.0
+
+
+class _WeightedAdaptiveWingMean(torch.autograd.Function):
+    """``mean(weight * adaptive_wing(pred, target))`` with its gradient computed in the same pass.
+
+    The same numbers as the element-wise :func:`adaptive_wing` through autograd, at about a
+    third of the time and memory: autograd would keep a dozen full-size intermediates of the
+    piecewise formula (``(B, 21, 128, 128)`` each for the U-Net), where this keeps only the
+    gradient. ``d/dp`` of the logarithmic piece is
+    ``-omega * power * x^(power - 1) / (1 + x^power) / epsilon * sign(y - p)`` with
+    ``x = |y - p| / epsilon``; of the linear piece ``-A * sign(y - p)``.
+    """
+
+    @staticmethod
+    def forward(ctx, pred, target, weight, alpha, omega, epsilon, theta):  # type: ignore[override]
+        with torch.no_grad():
+            diff = pred - target
+            delta = diff.abs()
+            power = alpha - target
+            r_pow = torch.exp(power * math.log(theta / epsilon))  # (theta / epsilon) ** power
+            A = (omega / (theta * epsilon)) * power * r_pow / (1.0 + r_pow)  # Eq. 7, A
+            x = (delta / epsilon).clamp_(min=torch.finfo(delta.dtype).tiny)
+            x_pow = torch.exp(power * torch.log(x)).masked_fill_(delta == 0, 0.0)  # x ** power, exactly 0 at 0
+            small = delta < theta
+            loss = torch.where(small, omega * torch.log1p(x_pow), A * (delta - theta) + omega * torch.log1p(r_pow))
+            grad = torch.where(small, (omega / epsilon) * power * x_pow / (x * (1.0 + x_pow)), A)
+            grad.mul_(torch.sign(diff)).mul_(weight)
+            ctx.save_for_backward(grad)
+            ctx.count = loss.numel()
+            return (loss * weight).sum() / ctx.count
+
+    @staticmethod
+    def backward(ctx, grad_out):  # type: ignore[override]
+        (grad,) = ctx.saved_tensors
+        return grad * (grad_out / ctx.count), None, None, None, None, None, None
+
+
+def weighted_adaptive_wing_loss(
+    pred: torch.Tensor,
+    target: torch.Tensor,
+    weight: torch.Tensor | None = None,
+    alpha: float = 2.1,
+    omega: float = 14.0,
+    epsilon: float = 1.0,
+    theta: float = 0.5,
+) -> torch.Tensor:
+    """Scalar ``mean(weight * adaptive_wing(pred, target))``, differentiable in ``pred``.
+
+    Args:
+        pred: ``(B, J, H, W)`` predicted maps.
+        target: ``(B, J, H, W)`` target maps in ``[0, 1]`` (no gradient).
+        weight: ``(B, J, H, W)`` per-pixel weights; default :func:`awing_weight_map` of ``target``.
+        alpha: as :func:`adaptive_wing`.
+        omega: as :func:`adaptive_wing`.
+        epsilon: as :func:`adaptive_wing`.
+        theta: as :func:`adaptive_wing`.
+
+    Example:
+        >>> t = render_gaussian_heatmaps(torch.tensor([[[5.0, 6.0]]]), (16, 16), sigma=2.0)
+        >>> p = torch.zeros_like(t)
+        >>> bool(torch.isclose(weighted_adaptive_wing_loss(p, t), (adaptive_wing(p, t) * awing_weight_map(t)).mean()))
+        True
+    """
+    check_shape(target, tuple(pred.shape), "target")
+    if weight is None:
+        weight = awing_weight_map(target)
+    return _WeightedAdaptiveWingMean.apply(pred, target.detach(), weight.detach(), alpha, omega, epsilon, theta)
 
 
 def heatmap_loss(pred: torch.Tensor, target: torch.Tensor, kind: str = "awing") -> torch.Tensor:
@@ -257,7 +333,7 @@ def heatmap_loss(pred: torch.Tensor, target: torch.Tensor, kind: str = "awing") 
     if kind == "mse":
         return F.mse_loss(pred, target)
     if kind == "awing":
-        return (adaptive_wing(pred, target) * awing_weight_map(target)).mean()
+        return weighted_adaptive_wing_loss(pred, target)
     raise HandannoError(f"unknown heatmap loss {kind!r}; use awing or mse")
 
 
@@ -271,4 +347,5 @@ __all__ = [
     "heatmap_to_crop",
     "render_gaussian_heatmaps",
     "soft_argmax",
+    "weighted_adaptive_wing_loss",
 ]

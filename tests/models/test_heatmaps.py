@@ -15,6 +15,7 @@ from handanno.models.heatmaps import (
     heatmap_to_crop,
     render_gaussian_heatmaps,
     soft_argmax,
+    weighted_adaptive_wing_loss,
 )
 
 
@@ -122,3 +123,32 @@ def test_awing_weight_map_and_losses():
     assert heatmap_loss(pred, target, "mse") == F.mse_loss(pred, target)
     assert heatmap_loss(target, target, "awing") == 0.0
     assert heatmap_loss(pred, target, "awing") > 0.0
+
+
+def test_awing_weight_map_is_a_3x3_dilation():
+    rng = np.random.default_rng(3)
+    target = torch.tensor(rng.uniform(0, 1, size=(2, 3, 9, 11)) ** 8)
+    pooled = F.max_pool2d((target > 0.2).double(), kernel_size=3, stride=1, padding=1)
+    assert torch.equal(awing_weight_map(target), 10.0 * pooled + 1.0)
+
+
+def test_weighted_adaptive_wing_matches_autograd_of_the_elementwise_loss():
+    # Both pieces (|y - p| above and below theta), exact zeros of y - p, targets over [0, 1].
+    rng = np.random.default_rng(0)
+    target = render_gaussian_heatmaps(torch.tensor(rng.uniform(2, 13, size=(2, 5, 2))), (16, 16), 1.5)
+    pred = target + torch.tensor(rng.normal(0, 0.4, size=target.shape))
+    pred[0, 0, :4] = target[0, 0, :4]
+    weight = awing_weight_map(target)
+    pred_ref = pred.clone().requires_grad_()
+    ref = (adaptive_wing(pred_ref, target) * weight).mean()
+    ref.backward()
+    pred_fused = pred.clone().requires_grad_()
+    fused = weighted_adaptive_wing_loss(pred_fused, target)
+    (2.0 * fused).backward()  # the upstream gradient is carried through
+    assert float(fused) == pytest.approx(float(ref), rel=1e-12)
+    assert torch.allclose(pred_fused.grad, 2.0 * pred_ref.grad, rtol=1e-9, atol=1e-12)
+    assert float((pred - target).abs().max()) > 0.5 and float((pred - target).abs().min()) == 0.0
+    assert torch.autograd.gradcheck(
+        lambda q: weighted_adaptive_wing_loss(q, target[:1, :2, :6, :6], weight[:1, :2, :6, :6]),
+        (pred[:1, :2, :6, :6].clone().requires_grad_() + 0.01,),
+    )

@@ -51,6 +51,7 @@ def test_output_shapes():
     assert len(maps) == 3 and all(m.shape == (2, 21, 8, 8) for m in maps)  # stride 8, three stages
     assert CPM(CPMConfig(width=0.125, crop_size=64, num_stages=1, batch_norm=False))(x)[0].shape == (2, 21, 8, 8)
     assert UNet(UNetConfig(base_channels=8, crop_size=64, depth=3))(x).shape == (2, 21, 64, 64)
+    assert UNet(UNetConfig(base_channels=8, crop_size=64, depth=3, heatmap_stride=4))(x).shape == (2, 21, 16, 16)
     out = Lift(LiftConfig(width=0.125))(torch.rand(2, 21, 32, 32), torch.tensor([[1.0, 0.0], [0.0, 1.0]]))
     assert out.coords_can.shape == (2, 21, 3) and out.rot.shape == (2, 3, 3)
     reg = ManoRegressor(ManoRegressorConfig(width=8, crop_size=64, hidden=16))
@@ -143,6 +144,25 @@ def test_overfits_eight_samples(kind, steps, lr, labels8, hand_layers):
         loss.backward()
         opt.step()
     assert min(losses[-3:]) <= 0.1 * losses[0], f"{kind}: loss {losses[0]:.4g} -> {losses[-1]:.4g}"
+
+
+def test_unet_heatmap_stride_keeps_crop_pixels(labels8):
+    # Targets rendered at 1/4 of the crop decode back to the crop-pixel keypoints, and the
+    # 2D metrics come out in crop / label pixels whatever the map size.
+    task = make_task("unet", {"base_channels": 4, "crop_size": 64, "depth": 3, "heatmap_stride": 4, "sigma_px": 1.0})
+    ds = HandCropDataset([labels8], task.data_config(DataConfig(augment=aug.AugmentConfig(enabled=False))), train=False)
+    batch = torch.utils.data.default_collate([ds[i] for i in range(4)])
+    target = task.targets(batch)
+    assert target.shape == (4, 21, 16, 16)
+    uv, conf = task.decode(target)
+    inside = ((batch["uv"] > 4) & (batch["uv"] < 59)).all(-1)  # away from the border, where Gaussians are cut
+    assert inside.sum() > 40
+    assert torch.allclose(uv[inside], batch["uv"].float()[inside], atol=0.02)
+    m = task.metrics(task.collect(target, batch))
+    assert m["epe_crop_px"] < 0.5 and m["pck@0.2"] > 0.95
+    for bad in (3, 16):
+        with pytest.raises(HandannoError, match="heatmap_stride"):
+            UNetConfig(depth=3, heatmap_stride=bad)
 
 
 def test_task_factory_rejects_unknown_input():
