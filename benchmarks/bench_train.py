@@ -1,7 +1,8 @@
 """Training throughput of the four trainable models, and of the data loader feeding them.
 
 Run: ``.venv/bin/python benchmarks/bench_train.py [--device cpu|cuda|both] [--labels DIR] [--threads 1]``
-(``--models cpm,unet,mano,lift`` picks models; ``--tiny`` uses the test-size ones).
+(``--models cpm,unet,mano,lift`` picks models; ``--tiny`` uses the test-size ones;
+``--set MODEL:KEY=VALUE`` changes one model's config, e.g. ``--set unet:heatmap_stride=4``).
 
 For each model, at its real (default) size unless ``--tiny``:
     - *loader*: samples/s of the training DataLoader alone (augmentation on: rotation, scale,
@@ -33,6 +34,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from handanno.cli import parse_sets  # noqa: E402
 from handanno.data.augment import AugmentConfig  # noqa: E402
 from handanno.data.datasets import DataConfig, HandCropDataset  # noqa: E402
 from handanno.models.mano import ManoLayer  # noqa: E402
@@ -146,6 +148,8 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=None, help="torch intra-op threads on the CPU")
     p.add_argument("--loader-only", action="store_true", help="measure the data loader only")
     p.add_argument("--out", default=None, help="JSON file for the results")
+    p.add_argument("--set", dest="sets", action="append", default=[], metavar="MODEL:KEY=VALUE",
+                   help="model config field for one model, e.g. unet:heatmap_stride=4 (repeatable)")  # fmt: skip
     args = p.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     if args.threads:
@@ -167,7 +171,9 @@ def main() -> None:
     if torch.cuda.is_available():
         results["gpu"] = torch.cuda.get_device_name(0)
     for kind in args.models.split(","):
-        task = make_task(kind, TINY[kind] if args.tiny else None, **({"hand_layers": layers} if kind == "mano" else {}))
+        overrides = parse_sets(tuple(kv.split(":", 1)[1] for kv in args.sets if kv.startswith(kind + ":")))
+        config = (TINY[kind] if args.tiny else {}) | overrides
+        task = make_task(kind, config or None, **({"hand_layers": layers} if kind == "mano" else {}))
         n_params = sum(p.numel() for p in task.model.parameters())
         dcfg = task.data_config(DataConfig(augment=AugmentConfig()))
         ds = HandCropDataset([labels], dcfg, train=True)

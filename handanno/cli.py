@@ -68,7 +68,7 @@ def rig_convert(src: str, dst: str, src_fmt: str | None, dst_fmt: str | None, im
 _MODEL_KINDS = ["cpm", "unet", "mano", "lift"]
 
 
-def _parse_sets(items: tuple[str, ...]) -> dict:
+def parse_sets(items: tuple[str, ...]) -> dict:
     """``KEY=VALUE`` pairs to a dict; values parsed as JSON when they can be (numbers, true, null)."""
     import json
 
@@ -138,7 +138,7 @@ def train_cmd(kind: str, labels: tuple[str, ...], val: tuple[str, ...], out: str
     from handanno.models.train import TrainConfig
     from handanno.models.train import main as train_main
 
-    model_config = _parse_sets(sets)
+    model_config = parse_sets(sets)
     if backbone:
         model_config["backbone"] = backbone
     if backbone_weights:
