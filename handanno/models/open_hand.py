@@ -57,6 +57,7 @@ import numpy as np
 
 from handanno.check import check_shape
 from handanno.data.conventions import MANO_PARENTS, NUM_BETAS, NUM_MANO_JOINTS, NUM_VERTS, TIP_VERTEX_IDS
+from handanno.models.hand_axes import unit
 
 logger = logging.getLogger(__name__)
 
@@ -222,10 +223,6 @@ class Skeleton:
         return self.joints[0]
 
 
-def _unit(v: np.ndarray) -> np.ndarray:
-    return v / np.linalg.norm(v, axis=-1, keepdims=True)
-
-
 def skeleton(shape: HandShape = HandShape()) -> Skeleton:
     """Joints, bone frames and widths of the right hand for ``shape``.
 
@@ -284,7 +281,7 @@ def skeleton(shape: HandShape = HandShape()) -> Skeleton:
         d = np.cos(t) * np.array([-np.cos(b), 0.0, np.sin(b)]) + np.sin(t) * -DORSAL
         out = np.array([np.sin(b), 0.0, np.cos(b)])  # in the palm plane, away from the fingers
         n = np.cos(roll) * DORSAL + np.sin(roll) * out
-        n = _unit(n - (n @ d) * d)
+        n = unit(n - (n @ d) * d)
         dirs.append(d)
         dors.append(n)
         lens.append(length * shape.thumb_length)
@@ -366,8 +363,8 @@ def sd_ellipsoid(p: np.ndarray, centre: np.ndarray, axes: np.ndarray, radii: Seq
 
 def _axes_along(d: np.ndarray, up: np.ndarray = DORSAL) -> np.ndarray:
     """An orthonormal frame (rows: d, lateral, up') with ``d`` first and ``up`` made orthogonal to it."""
-    d = _unit(np.asarray(d, dtype=np.float64))
-    n = _unit(up - (up @ d) * d)
+    d = unit(np.asarray(d, dtype=np.float64))
+    n = unit(up - (up @ d) * d)
     return np.stack([d, np.cross(n, d), n])
 
 
@@ -470,7 +467,7 @@ def hand_sdf(sk: Skeleton) -> Callable[[np.ndarray], np.ndarray]:
     items = []
     for f in long_f:
         base = at(-0.021, 0.006, bases[f.name])
-        lat = _unit(np.cross(DORSAL, _unit(f.joints[0] - base)))
+        lat = unit(np.cross(DORSAL, unit(f.joints[0] - base)))
         items.append(
             (base, f.joints[0], lat, DORSAL, 0.0115 * size * s.palm_width**0.5, f.widths[0] * 1.06, 1.30 / thick)
         )
@@ -482,7 +479,7 @@ def hand_sdf(sk: Skeleton) -> Callable[[np.ndarray], np.ndarray]:
     for fa, fb in zip(long_f[:-1], long_f[1:], strict=True):
         a = fa.joints[0] + WEB_S * size * fa.dirs[0] - WEB_DROP * size * thick * DORSAL
         b = fb.joints[0] + WEB_S * size * fb.dirs[0] - WEB_DROP * size * thick * DORSAL
-        lat = _unit(np.cross(DORSAL, _unit(b - a)))
+        lat = unit(np.cross(DORSAL, unit(b - a)))
         r = WEB_RADIUS * size
         items.append((a, b, lat, DORSAL, r, r, WEB_ASPECT / thick))
     palm_cones = _Cones.make(items)
@@ -910,7 +907,7 @@ def _rays(sk: Skeleton) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     def put(ids: np.ndarray, o: np.ndarray, d: np.ndarray, r: np.ndarray) -> None:
         ids = np.asarray(ids).ravel()
         keep = ids >= 0
-        O[ids[keep]], D[ids[keep]], R[ids[keep]] = o[keep], _unit(d[keep]), r[keep]
+        O[ids[keep]], D[ids[keep]], R[ids[keep]] = o[keep], unit(d[keep]), r[keep]
 
     for name in LONG_FINGERS:
         f = sk.fingers[name]
@@ -1121,9 +1118,9 @@ def render_views(
     panels = []
     u, v = np.meshgrid((np.arange(size_px) + 0.5) / size_px * 2 - 1, (np.arange(size_px) + 0.5) / size_px * 2 - 1)
     for _, towards, up in views:
-        back = _unit(np.asarray(towards, dtype=np.float64))
+        back = unit(np.asarray(towards, dtype=np.float64))
         up = np.asarray(up, dtype=np.float64)
-        right = _unit(np.cross(up, back))
+        right = unit(np.cross(up, back))
         up = np.cross(back, right)
         eye = centre + dist * back
         tan = np.tan(fov / 2.0)
@@ -1138,7 +1135,7 @@ def render_views(
         fi = prim[ok]
         w1, w2 = uv[ok, 0], uv[ok, 1]
         n = (1 - w1 - w2)[:, None] * vn[faces[fi, 0]] + w1[:, None] * vn[faces[fi, 1]] + w2[:, None] * vn[faces[fi, 2]]
-        n = _unit(n)
+        n = unit(n)
         dd = d.reshape(-1, 3)[ok]
         shade = 0.25 + 0.75 * np.clip(-(n * dd).sum(1), 0.0, 1.0)
         col = np.asarray(colour_bgr, dtype=np.float64)[None] * shade[:, None]
@@ -1224,7 +1221,7 @@ def _initial_surface(sk: Skeleton, hole_ring: np.ndarray) -> tuple[np.ndarray, C
     for i, m in enumerate(THUMB_TRANSITION):
         a = (i + 1) / (nt + 1)
         c = thumb.point(np.array([(1.0 - a) * s_start + a * s_end]))[0]
-        d = _unit((1.0 - a) * _resample_loop(start, m) + a * _resample_loop(end, m) - c)
+        d = unit((1.0 - a) * _resample_loop(start, m) + a * _resample_loop(end, m) - c)
         p[tr[i]] = c + cast_rays(sdf, np.repeat(c, m, 0), d)[:, None] * d
     return p, sdf
 
@@ -1269,7 +1266,7 @@ def _place_webs(p: np.ndarray, sdf: Callable, sk: Skeleton, bl: Blocks) -> np.nd
     """Put each web vertex at the bottom of its web: cast distally from the centre of its six neighbours."""
     p = p.copy()
     for w, (fa, fb) in zip(bl.webs, WEB_PAIRS, strict=True):
-        d = _unit(sk.fingers[fa].dirs[0] + sk.fingers[fb].dirs[0])
+        d = unit(sk.fingers[fa].dirs[0] + sk.fingers[fb].dirs[0])
         c = p[_web_loop(bl, fa, fb)].mean(axis=0)
         o = c - (0.015 * sk.shape.size) * d  # back inside, between the two knuckles
         p[w] = o + cast_rays(sdf, o[None], d[None])[0] * d
@@ -1340,10 +1337,10 @@ def _chain_weights(v: np.ndarray, sk: Skeleton, name: str) -> np.ndarray:
     """
     f = sk.fingers[name]
     zones = BLEND_ZONE["thumb" if name == "thumb" else "long"]
-    into = [_unit(f.joints[0] - sk.wrist), f.dirs[0], f.dirs[1]]  # the bone arriving at each joint
+    into = [unit(f.joints[0] - sk.wrist), f.dirs[0], f.dirs[1]]  # the bone arriving at each joint
     H = []
     for k in range(3):
-        n = _unit(into[k] + f.dirs[k])
+        n = unit(into[k] + f.dirs[k])
         s = (v - f.joints[k]) @ n
         # wider on the flexor (palmar) side, where the skin folds as the joint flexes
         depth = np.clip(-((v - f.joints[k]) @ f.dorsal[k]) / f.widths[k], 0.0, 1.0)
