@@ -47,6 +47,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import logging
+import math
 import pickle
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields, replace
@@ -1777,6 +1778,23 @@ def _quantise(x: np.ndarray, step: float) -> np.ndarray:
     return np.round(np.asarray(x, dtype=np.float64) / step) * step
 
 
+def _exact_matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``a @ b`` with every entry correctly rounded (``math.fsum``), the same bits on every CPU.
+
+    BLAS kernels sum in an order that depends on the CPU (AVX2 vs AVX-512 builds of the same
+    OpenBLAS differ in the last bit), which would make the committed assets machine-dependent.
+
+    Args:
+        a: ``(M, K)``.
+        b: ``(K, N)``.
+
+    Returns:
+        ``(M, N)`` float64.
+    """
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    return np.array([[math.fsum(a[i] * b[:, j]) for j in range(b.shape[1])] for i in range(a.shape[0])])
+
+
 def _rows_sum_to_one(x: np.ndarray) -> np.ndarray:
     """Put the rounding error of each row's sum on its largest entry."""
     x = x.copy()
@@ -1853,7 +1871,7 @@ def _right_model() -> dict:
         "posedirs": np.zeros((NUM_VERTS, 3, 9 * (NUM_MANO_JOINTS - 1)), dtype=np.float32),
         "shapedirs": _quantise(shapedirs[order], 1e-9),
         "kintree_table": np.stack([MANO_PARENTS, np.arange(NUM_MANO_JOINTS)]).astype(np.int64),
-        "J": J_regressor @ v_template,
+        "J": _exact_matmul(J_regressor, v_template),
         "hands_components": _quantise(comps, 1e-9),
         "hands_mean": _quantise(mean, 1e-9),
         "hands_coeffs": _quantise(coeffs, 1e-6).astype(np.float32),
