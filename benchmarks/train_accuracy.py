@@ -1,9 +1,14 @@
 """The trainers' accuracy acceptance, on held-out synthetic hands after training on >= 4,000 samples.
 
-Run (about an hour per model on one H100 at the default sizes; the CPU figures in
-docs/performance.md used smaller networks, ``--set unet:base_channels=8``)::
+Run (about an hour per model on one H100 at the default sizes)::
 
     .venv/bin/python benchmarks/train_accuracy.py --work runs/accuracy --models cpm,unet,mano,lift --device cuda
+
+On a CPU, smaller networks train in about an hour each; docs/performance.md lists the sizes it
+measured, e.g. ``--models unet --device cpu --threads 1 --workers 1 --batch-size 16 --set
+unet:base_channels=16 --set unet:heatmap_stride=4 --set unet:sigma_px=1.5``. ``--frames 6``
+spreads the same number of samples over four times as many sessions (each session holds one
+posture, hand shape and set of cameras and backgrounds).
 
 What it does, as plain ``handanno`` commands (printed as they run, so they can be repeated by hand):
 
