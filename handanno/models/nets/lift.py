@@ -190,6 +190,22 @@ def _mlp(n_in: int, units: tuple[int, ...], n_out: int, dropout: float, width: f
     return nn.Sequential(*layers, nn.Linear(n_in, n_out))
 
 
+def init_relu_layers(module: nn.Module) -> None:
+    """He-normal weights and zero biases for every conv and linear layer of ``module``.
+
+    PyTorch's default (uniform, variance ``1 / (3 fan_in)``, random biases) shrinks the signal
+    about six-fold per conv + ReLU, so after the six encoder convs the features of 32x32
+    Gaussian score maps hardly depend on the maps (their spread over a batch was 3e-4 of
+    the biases'). Adam then fitted the mean pose through the biases within ~60 steps and the
+    encoders never recovered: the whole network predicted one constant hand. hand3d starts
+    from Xavier weights and near-zero biases for the same reason.
+    """
+    for m in module.modules():
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
+            nn.init.zeros_(m.bias)
+
+
 class PosePrior(nn.Module):
     """Score maps + hand side -> canonical coordinates ``(B, J, 3)``."""
 
@@ -230,6 +246,7 @@ class Lift(nn.Module):
         self.config = config
         self.pose_prior = PosePrior(config)
         self.viewpoint = ViewPoint(config)
+        init_relu_layers(self)
 
     def forward(self, scoremaps: torch.Tensor, hand_side: torch.Tensor) -> LiftOutput:
         """Canonical coordinates and viewpoint for ``(B, J, H, H)`` maps and a ``(B, 2)`` one-hot side.
