@@ -8,9 +8,9 @@ canonical coordinates. ViewPoint: the same with 64/128/256 channels, FC 256, 128
 0.25), then the rotation from the canonical frame to the camera frame: hand3d's three
 numbers ``u``, the axis-angle vector (angle = ``|u|``), or with ``rotation="6d"`` six numbers,
 two vectors made orthonormal by Gram-Schmidt (Zhou et al. 2019, "On the continuity of rotation
-representations"). Measured on 4,196 synthetic samples (15 CPU epochs, held-out seed): both
-viewpoints stay about 30 deg off (mean 31 / 32 deg, root-relative error 41.2 / 41.7 mm) while
-the canonical shape is within 7.8 mm, so neither representation is the bottleneck there.
+representations"). Measured on 4,023 samples of 84 synthetic sessions (15 CPU epochs, held-out
+seed, docs/performance.md): root-relative error 30.8 mm with the axis-angle viewpoint, 48.0 mm
+with the 6D one (PA-MPJPE 10.2 / 11.4 mm), so hand3d's axis-angle stays the default.
 
 Convention (the canonical frame, after hand3d's ``utils/canonical_trafo.py``):
     - Keypoints are first made root-relative (root = keypoint 0, the wrist) and divided by
