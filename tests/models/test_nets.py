@@ -163,6 +163,29 @@ def test_overfits_eight_samples(kind, steps, lr, labels8, hand_layers):
     assert min(losses[-3:]) <= 0.1 * losses[0], f"{kind}: loss {losses[0]:.4g} -> {losses[-1]:.4g}"
 
 
+@pytest.mark.parametrize("flip_prob", [0.0, 1.0])
+def test_mano_losses_vanish_at_the_true_parameters(flip_prob, labels8, hand_layers):
+    """The regressor's targets agree with each other after augmentation (rotation, zoom, flips to left hands)."""
+    from handanno.data.conventions import NUM_BETAS, NUM_POSE
+
+    task = make_task("mano", TINY["mano"], hand_layers=hand_layers)
+    augment = aug.AugmentConfig(flip_prob=flip_prob, rot_deg=40.0)
+    ds = HandCropDataset([labels8], task.data_config(DataConfig(augment=augment)), train=True)
+    batch = torch.utils.data.default_collate([ds[i] for i in range(8)])
+    assert bool((batch["side"] == int(flip_prob)).all())
+    xyz, K = batch["xyz"].float(), batch["K"].float()
+    scale = 0.5 * (K[:, 0, 0] + K[:, 1, 1]) / xyz[:, 9, 2]
+    uv_root = K[:, :2, 2] + xyz[:, 9, :2] * scale[:, None]
+    raw = torch.cat([batch["mano"].float()[:, : NUM_POSE + NUM_BETAS], task.model.root_targets(uv_root, scale)], 1)
+    _, parts = task.loss(raw, batch)
+    assert parts["pose"] == parts["betas"] == 0.0 and parts["root"] < 1e-10
+    assert parts["joints"] < 1e-6 and parts["verts"] < 1e-6  # metres
+    assert parts["2d"] * TINY["mano"]["crop_size"] < 0.05  # crop pixels
+    raw[:, 3] += 0.3  # a bent finger is seen by every 3D and 2D loss
+    _, bent = task.loss(raw, batch)
+    assert bent["joints"] > 1e-4 and bent["2d"] * TINY["mano"]["crop_size"] > 0.05
+
+
 def test_unet_heatmap_stride_keeps_crop_pixels(labels8):
     # Targets rendered at 1/4 of the crop decode back to the crop-pixel keypoints, and the
     # 2D metrics come out in crop / label pixels whatever the map size.
