@@ -20,7 +20,12 @@ from handanno.models.nets.lift import (
     rotation_from_6d,
     rotation_from_axis_angle,
 )
-from handanno.models.nets.mano_regressor import ManoRegressor, ManoRegressorConfig, root_from_uv_scale
+from handanno.models.nets.mano_regressor import (
+    ManoRegressor,
+    ManoRegressorConfig,
+    root_from_uv_scale,
+    uv_scale_from_root,
+)
 from handanno.models.nets.unet import UNet, UNetConfig
 from handanno.models.toy_labels_io import make_toy_labels, toy_hand_model
 
@@ -141,6 +146,8 @@ def test_root_from_uv_scale_matches_freihand_recipe():
     K = torch.tensor([[[480.0, 0, 110], [0, 470.0, 115], [0, 0, 1]]], dtype=torch.float64)
     uv, s = torch.tensor([[130.0, 90.0]], dtype=torch.float64), torch.tensor([900.0], dtype=torch.float64)
     assert np.allclose(root_from_uv_scale(uv, s, K).numpy(), recover_root(uv.numpy(), s.numpy(), K.numpy()))
+    uv_back, s_back = uv_scale_from_root(root_from_uv_scale(uv, s, K), K)
+    assert torch.allclose(uv_back, uv, atol=1e-9) and torch.allclose(s_back, s, rtol=1e-12)
 
 
 @pytest.mark.parametrize(("kind", "steps", "lr"), [("cpm", 60, 5e-3), ("unet", 90, 5e-3), ("lift", 80, 3e-3),
@@ -173,9 +180,7 @@ def test_mano_losses_vanish_at_the_true_parameters(flip_prob, labels8, hand_laye
     ds = HandCropDataset([labels8], task.data_config(DataConfig(augment=augment)), train=True)
     batch = torch.utils.data.default_collate([ds[i] for i in range(8)])
     assert bool((batch["side"] == int(flip_prob)).all())
-    xyz, K = batch["xyz"].float(), batch["K"].float()
-    scale = 0.5 * (K[:, 0, 0] + K[:, 1, 1]) / xyz[:, 9, 2]
-    uv_root = K[:, :2, 2] + xyz[:, 9, :2] * scale[:, None]
+    uv_root, scale = uv_scale_from_root(batch["xyz"].float()[:, 9], batch["K"].float())
     raw = torch.cat([batch["mano"].float()[:, : NUM_POSE + NUM_BETAS], task.model.root_targets(uv_root, scale)], 1)
     _, parts = task.loss(raw, batch)
     assert parts["pose"] == parts["betas"] == 0.0 and parts["root"] < 1e-10

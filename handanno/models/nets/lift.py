@@ -195,8 +195,8 @@ def init_relu_layers(module: nn.Module) -> None:
 
     PyTorch's default (uniform, variance ``1 / (3 fan_in)``, random biases) shrinks the signal
     about six-fold per conv + ReLU, so after the six encoder convs the features of 32x32
-    Gaussian score maps hardly depend on the maps (their spread over a batch was 3e-4 of
-    the biases'). Adam then fitted the mean pose through the biases within ~60 steps and the
+    Gaussian score maps hardly depend on the maps (their spread over a batch of different
+    hands was 4-6 % of their size). Adam then fitted the mean pose through the biases within ~60 steps and the
     encoders never recovered: the whole network predicted one constant hand. hand3d starts
     from Xavier weights and near-zero biases for the same reason.
     """

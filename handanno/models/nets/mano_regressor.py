@@ -100,6 +100,24 @@ def root_from_uv_scale(uv_root: torch.Tensor, scale: torch.Tensor, K: torch.Tens
     return torch.cat([xy, f[:, None]], dim=1) / scale[:, None]
 
 
+def uv_scale_from_root(root: torch.Tensor, K: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """FreiHAND's ``uv_root`` and ``scale`` of a root position: the inverse of :func:`root_from_uv_scale`.
+
+    ``scale = f / Z`` with ``f = (fx + fy) / 2``, ``uv_root = (cx, cy) + scale * (X, Y)``.
+
+    Args:
+        root: ``(B, 3)`` metres, camera frame.
+        K: ``(B, 3, 3)`` intrinsics.
+
+    Returns:
+        ``uv_root (B, 2)`` pixels and ``scale (B,)`` pixels per metre.
+    """
+    check_shape(root, ("B", 3), "root")
+    check_shape(K, ("B", 3, 3), "K")
+    scale = 0.5 * (K[:, 0, 0] + K[:, 1, 1]) / root[:, 2]
+    return K[:, :2, 2] + root[:, :2] * scale[:, None], scale
+
+
 def _resnet(name: str, width: int) -> nn.Module:
     """A torchvision ResNet with random weights; ``width`` != 64 narrows every stage (same topology)."""
     if name not in BACKBONES:

@@ -39,7 +39,12 @@ from handanno.models.heatmaps import (
 )
 from handanno.models.nets.cpm import CPM, CPMConfig
 from handanno.models.nets.lift import Lift, LiftConfig, canonical_frame, flip_left, normalise_root_relative
-from handanno.models.nets.mano_regressor import ManoRegressor, ManoRegressorConfig, root_from_uv_scale
+from handanno.models.nets.mano_regressor import (
+    ManoRegressor,
+    ManoRegressorConfig,
+    root_from_uv_scale,
+    uv_scale_from_root,
+)
 from handanno.models.nets.unet import UNet, UNetConfig
 
 PCK_ALPHA = 0.2
@@ -330,10 +335,7 @@ class ManoTask(Task):
             parts["betas"] = (err_betas * has_mano).sum() / n_mano
         # The root from the ground-truth keypoints (present whether or not the MANO vector is).
         xyz_gt = batch["xyz"].float()
-        K = batch["K"].float()
-        f = 0.5 * (K[:, 0, 0] + K[:, 1, 1])
-        scale_gt = f / xyz_gt[:, ROOT_KEYPOINT, 2]  # FreiHAND: scale = f / Z_root
-        uv_root_gt = K[:, :2, 2] + xyz_gt[:, ROOT_KEYPOINT, :2] * scale_gt[:, None]  # pp + f (X, Y) / Z
+        uv_root_gt, scale_gt = uv_scale_from_root(xyz_gt[:, ROOT_KEYPOINT], batch["K"].float())
         if cfg.w_root:
             root_raw = outputs[:, NUM_POSE + NUM_BETAS :]
             parts["root"] = F.mse_loss(root_raw, net.root_targets(uv_root_gt, scale_gt))
