@@ -5,7 +5,7 @@ import torch
 
 from handanno.data import augment as aug
 from handanno.data.datasets import DataConfig, HandCropDataset
-from handanno.data.freihand import recover_root
+from handanno.data.freihand import recover_root, root_uv_and_scale
 from handanno.errors import HandannoError
 from handanno.models.heatmaps import render_gaussian_heatmaps
 from handanno.models.mano import ManoLayer
@@ -148,6 +148,8 @@ def test_root_from_uv_scale_matches_freihand_recipe():
     assert np.allclose(root_from_uv_scale(uv, s, K).numpy(), recover_root(uv.numpy(), s.numpy(), K.numpy()))
     uv_back, s_back = uv_scale_from_root(root_from_uv_scale(uv, s, K), K)
     assert torch.allclose(uv_back, uv, atol=1e-9) and torch.allclose(s_back, s, rtol=1e-12)
+    uv_np, s_np = root_uv_and_scale(recover_root(uv.numpy(), s.numpy(), K.numpy()), K.numpy())
+    assert np.allclose(uv_back.numpy(), uv_np, atol=1e-9) and np.allclose(s_back.numpy(), s_np, rtol=1e-12)
 
 
 @pytest.mark.parametrize(("kind", "steps", "lr"), [("cpm", 60, 5e-3), ("unet", 90, 5e-3), ("lift", 80, 3e-3),

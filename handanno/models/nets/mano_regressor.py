@@ -103,7 +103,9 @@ def root_from_uv_scale(uv_root: torch.Tensor, scale: torch.Tensor, K: torch.Tens
 def uv_scale_from_root(root: torch.Tensor, K: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """FreiHAND's ``uv_root`` and ``scale`` of a root position: the inverse of :func:`root_from_uv_scale`.
 
-    ``scale = f / Z`` with ``f = (fx + fy) / 2``, ``uv_root = (cx, cy) + scale * (X, Y)``.
+    ``scale = f / Z`` with ``f = (fx + fy) / 2``, ``uv_root = (cx, cy) + scale * (X, Y)``: the
+    torch twin of :func:`handanno.data.freihand.root_uv_and_scale`, for batches on the training
+    device (as :func:`root_from_uv_scale` is of ``recover_root``).
 
     Args:
         root: ``(B, 3)`` metres, camera frame.
