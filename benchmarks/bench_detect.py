@@ -61,6 +61,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--detector", choices=["cpm", "mediapipe"], default="cpm")
     p.add_argument("--weights", default=None, help="--detector cpm: a cpm or unet checkpoint from handanno train")
+    p.add_argument("--flip-test", action="store_true", help="--detector cpm: average with the mirror image's maps")
     p.add_argument("--session", required=True, help="synthetic session (handanno synth, keypoint noise 0)")
     p.add_argument("--frames", default="0:20")
     p.add_argument("--device", default="cpu")
@@ -75,7 +76,7 @@ def main() -> None:
     C = len(truth_session.cameras)
     res: dict = {"machine": f"{platform.processor() or platform.machine()}, torch {torch.__version__}",
                  "detector": args.detector, "device": args.device, "threads": args.threads, "weights": args.weights,
-                 "session": str(src),
+                 "flip_test": args.flip_test, "session": str(src),
                  "frames": len(truth_session.frames), "cameras": C}  # fmt: skip
     with tempfile.TemporaryDirectory() as tmp:
         runs = {}
@@ -86,7 +87,8 @@ def main() -> None:
                 shutil.rmtree(work / "keypoints2d")
             weights = Path(args.weights) if args.weights else None
             settings = PipelineSettings(session=work, detector=detector, detector_weights=weights,
-                                        device=args.device, silhouette=args.silhouette, export=False,
+                                        detector_flip_test=args.flip_test, device=args.device,
+                                        silhouette=args.silhouette, export=False,
                                         frames=args.frames, progress=False)  # fmt: skip
             t0 = time.perf_counter()
             report = run_pipeline(settings)

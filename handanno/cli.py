@@ -169,15 +169,18 @@ def train_cmd(kind: str, labels: tuple[str, ...], val: tuple[str, ...], out: str
 @click.option("--split", type=click.Choice(["training", "evaluation"]), default="training", show_default=True,
               help="Which split of the label folders.")
 @click.option("--model-dir", type=click.Path(path_type=str), default=None, help="mano: MANO folder.")
+@click.option("--flip-test/--no-flip-test", default=None,
+              help="cpm, unet: average each crop's heatmaps with those of its mirror image (two passes); "
+                   "default: as the checkpoint was trained (off unless --set flip_test=true).")
 @_threads_option
 def eval_cmd(kind: str, weights: str, labels: tuple[str, ...], out_json: str | None, batch_size: int, device: str,
-             workers: int, split: str, model_dir: str | None, threads: int | None) -> None:
+             workers: int, split: str, model_dir: str | None, flip_test: bool | None, threads: int | None) -> None:
     """Evaluate a KIND checkpoint on labels: prints the metrics (normaliser stated) and writes them as JSON."""
     _set_threads(threads)
     from handanno.models.evaluate import EvalConfig, evaluate, format_report
 
     cfg = EvalConfig(weights=weights, labels=labels, out_json=out_json, kind=kind, batch_size=batch_size,
-                     device=device, workers=workers, split=split, model_dir=model_dir)  # fmt: skip
+                     device=device, workers=workers, split=split, model_dir=model_dir, flip_test=flip_test)  # fmt: skip
     click.echo(format_report(evaluate(cfg)))
 
 
@@ -269,6 +272,9 @@ def _fit_summary(report) -> str:
 @click.option("--weights", type=click.Path(exists=True, dir_okay=False, path_type=str), default=None,
               help="Checkpoint for --detector cpm: from `handanno train cpm` or `handanno train unet`; the hand is "
                    "searched for over the whole image once per camera, then tracked frame to frame.")
+@click.option("--flip-test", is_flag=True,
+              help="With --detector cpm: average each crop's heatmaps with those of its mirror image (twice the "
+                   "detector's time, lower keypoint error).")
 @click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda | cuda:N.")
 @click.option("--no-silhouette", is_flag=True, help="Fit to keypoints only: no segmentation, no silhouette stage.")
 @click.option("--no-export", is_flag=True, help="Do not write labels/.")
@@ -285,8 +291,8 @@ def _fit_summary(report) -> str:
 @click.option("--batch-frames", default=None, type=click.IntRange(min=1),
               help="Frames fitted at once (default 64 on the CPU, 1024 on CUDA).")
 @_threads_option
-def fit_cmd(session: str, model_dir: str | None, hand: str, detector: str, weights: str | None, device: str,
-            no_silhouette: bool, no_export: bool, overlays: bool, frames: str | None, force: bool,
+def fit_cmd(session: str, model_dir: str | None, hand: str, detector: str, weights: str | None, flip_test: bool,
+            device: str, no_silhouette: bool, no_export: bool, overlays: bool, frames: str | None, force: bool,
             max_reproj_px: float, max_reproj_rel: float, min_mask_iou: float, batch_frames: int | None,
             threads: int | None) -> None:
     """Annotate a session: detect, triangulate, segment, fit the hand model, export FreiHAND labels.
@@ -301,7 +307,8 @@ def fit_cmd(session: str, model_dir: str | None, hand: str, detector: str, weigh
     _set_threads(threads)
     settings = PipelineSettings(
         session=Path(session), model_dir=Path(model_dir) if model_dir else None, hand=hand, detector=detector,
-        detector_weights=Path(weights) if weights else None, device=device, silhouette=not no_silhouette,
+        detector_weights=Path(weights) if weights else None, detector_flip_test=flip_test, device=device,
+        silhouette=not no_silhouette,
         export=not no_export, overlays=overlays, frames=frames, force=force, batch_frames=batch_frames,
         accept=AcceptSettings(max_reproj_px=max_reproj_px, max_reproj_rel=max_reproj_rel, min_mask_iou=min_mask_iou),
     )  # fmt: skip

@@ -78,6 +78,7 @@ class PipelineSettings:
     hand: str = "right"
     detector: str = "given"
     detector_weights: Path | None = None
+    detector_flip_test: bool = False
     device: str = "auto"
     silhouette: bool = True
     export: bool = True
@@ -152,7 +153,9 @@ def _make_detector(settings: PipelineSettings) -> Callable[[np.ndarray, str], np
         raise HandannoError("--detector cpm needs --weights CKPT (train one with `handanno train cpm` or `unet`)")
     from handanno.models.cpm_detector import CPMDetector, HandTracker
 
-    return HandTracker(CPMDetector.from_checkpoint(settings.detector_weights, resolve_device(settings.device)))
+    device = resolve_device(settings.device)
+    flip = True if settings.detector_flip_test else None  # off: as the checkpoint says
+    return HandTracker(CPMDetector.from_checkpoint(settings.detector_weights, device, flip_test=flip))
 
 
 # ----------------------------------------------------------------------------------------

@@ -52,14 +52,24 @@ class CPMDetector:
     batch_size: int = 16
 
     @classmethod
-    def from_checkpoint(cls, path: str | os.PathLike, device: str | torch.device = "auto") -> CPMDetector:
+    def from_checkpoint(
+        cls, path: str | os.PathLike, device: str | torch.device = "auto", flip_test: bool | None = None
+    ) -> CPMDetector:
         """Load a ``cpm`` (or ``unet``) checkpoint written by ``handanno train``.
+
+        Args:
+            path: the checkpoint.
+            device: where to run it.
+            flip_test: average each crop's maps with its mirror image's (twice the time);
+                None: as the checkpoint's config says.
 
         Raises:
             HandannoError: missing or corrupted file, or a checkpoint of another model type.
         """
         dev = resolve_device(device) if isinstance(device, str) else torch.device(device)
         task, ckpt = load_task(path, dev, expected_kind=("cpm", "unet"))
+        if flip_test is not None:
+            task.set_flip_test(flip_test)  # type: ignore[attr-defined]
         pad = 1.4
         if ckpt.get("train_config"):
             pad = train_config_from_dict(ckpt["train_config"]).data.crop_pad

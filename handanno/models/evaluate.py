@@ -24,6 +24,7 @@ from handanno.data import augment as aug
 from handanno.data.datasets import DataConfig, HandCropDataset
 from handanno.data.files_io import write_json
 from handanno.device import resolve_device
+from handanno.errors import HandannoError
 from handanno.models.train import load_task, train_config_from_dict, validate
 
 logger = logging.getLogger(__name__)
@@ -43,6 +44,8 @@ class EvalConfig:
         workers: DataLoader worker processes.
         split: ``training`` or ``evaluation`` (official FreiHAND evaluation set).
         model_dir: MANO folder for ``mano`` checkpoints (None: the run's, else the open model).
+        flip_test: ``cpm`` / ``unet``: average each crop's maps with its mirror image's (None:
+            as the checkpoint's config says).
     """
 
     weights: str
@@ -54,6 +57,7 @@ class EvalConfig:
     workers: int = 0
     split: str = "training"
     model_dir: str | None = None
+    flip_test: bool | None = None
 
 
 def evaluate(cfg: EvalConfig, **task_kwargs: Any) -> dict[str, Any]:
@@ -72,6 +76,10 @@ def evaluate(cfg: EvalConfig, **task_kwargs: Any) -> dict[str, Any]:
     """
     device = resolve_device(cfg.device)
     task, ckpt = load_task(cfg.weights, device, cfg.kind, cfg.model_dir, **task_kwargs)
+    if cfg.flip_test is not None:
+        if not hasattr(task.config, "flip_test"):
+            raise HandannoError(f"{cfg.weights}: the flip test is for heatmap models (cpm, unet), not {task.kind}")
+        task.set_flip_test(cfg.flip_test)
     data = DataConfig()
     if ckpt.get("train_config"):
         data = train_config_from_dict(ckpt["train_config"]).data
@@ -89,6 +97,8 @@ def evaluate(cfg: EvalConfig, **task_kwargs: Any) -> dict[str, Any]:
         "labels": [str(x) for x in cfg.labels],
         "seconds": time.perf_counter() - t0,
     })  # fmt: skip
+    if hasattr(task.config, "flip_test"):
+        metrics["flip_test"] = bool(task.config.flip_test)
     out = Path(cfg.out_json) if cfg.out_json else Path(cfg.weights).with_name(f"eval_{Path(cfg.weights).stem}.json")
     write_json(out, metrics, indent=2)
     metrics["json"] = str(out)
@@ -110,8 +120,9 @@ def format_report(metrics: dict[str, Any]) -> str:
         )
     if "epe_crop_px" in metrics:
         side = metrics["crop_size_px"]
+        flip = ", flip test" if metrics.get("flip_test") else ""
         lines.append(f"  2D: EPE {metrics['epe_crop_px']:.2f} px in the {side}x{side} input crop "
-                     f"({metrics['epe_128_px']:.2f} px on a 128x128 crop)")  # fmt: skip
+                     f"({metrics['epe_128_px']:.2f} px on a 128x128 crop{flip})")  # fmt: skip
     if kind == "mano":
         lines.append(
             f"  3D: MPJPE {metrics['mpjpe_mm']:.1f} mm, PA-MPJPE {metrics['pa_mpjpe_mm']:.1f} mm, "

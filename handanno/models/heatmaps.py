@@ -15,6 +15,8 @@ Convention:
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -192,6 +194,38 @@ def decode_heatmaps(
     return uv, peak.clamp(0.0, 1.0)
 
 
+def mirror_averaged(net: Callable[[torch.Tensor], Any], images: torch.Tensor) -> Any:
+    """Flip test: the mean of ``net``'s maps of the images and, mirrored back, of their mirror images.
+
+    Hand keypoints keep their names under a horizontal mirror (a right hand becomes a left
+    hand, the thumb tip is still the thumb tip), so the mirrored maps need no reordering,
+    only flipping back. Under the module Convention a crop and its maps cover the same
+    square with aligned pixel centres, so a crop column ``u`` and its mirror ``S - 1 - u``
+    fall on map columns ``x`` and ``h - 1 - x``: flipping the maps back is exact, with no
+    half-pixel shift. A network's left-right bias cancels in the mean and its noise partly
+    averages out; it costs a second forward pass.
+
+    Args:
+        net: maps ``(B, 3, S, S)`` images to ``(B, J, h, h)`` maps, or to a list of them
+            (one per stage).
+        images: ``(B, 3, S, S)`` network input.
+
+    Returns:
+        What ``net`` returns, each map the mean of the two passes.
+
+    Example:
+        >>> net = lambda x: torch.stack([x[:, 0], x[:, 0].roll(1, dims=-1)], dim=1)  # map 1 biased right
+        >>> img = torch.zeros(1, 3, 1, 5); img[..., 2] = 1.0
+        >>> mirror_averaged(net, img)[0, :, 0].tolist()
+        [[0.0, 0.0, 1.0, 0.0, 0.0], [0.0, 0.5, 0.0, 0.5, 0.0]]
+    """
+    check_shape(images, ("B", 3, "H", "W"), "images")
+    plain, mirrored = net(images), net(images.flip(-1))
+    if isinstance(plain, torch.Tensor):
+        return 0.5 * (plain + mirrored.flip(-1))
+    return [0.5 * (a + b.flip(-1)) for a, b in zip(plain, mirrored, strict=True)]
+
+
 def adaptive_wing(
     pred: torch.Tensor,
     target: torch.Tensor,
@@ -345,6 +379,7 @@ __all__ = [
     "decode_heatmaps",
     "heatmap_loss",
     "heatmap_to_crop",
+    "mirror_averaged",
     "render_gaussian_heatmaps",
     "soft_argmax",
     "weighted_adaptive_wing_loss",

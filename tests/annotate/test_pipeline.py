@@ -309,11 +309,19 @@ def test_cpm_detector_searches_each_camera_once_and_tracks(session, monkeypatch,
         trackers.append(tracker_cls(det, *a, **kw))
         return trackers[-1]
 
-    monkeypatch.setattr(cpm_detector.CPMDetector, "from_checkpoint", classmethod(lambda cls, path, device: oracle))
+    loaded = []
+
+    def from_checkpoint(cls, path, device, flip_test=None):
+        loaded.append((path, flip_test))
+        return oracle
+
+    monkeypatch.setattr(cpm_detector.CPMDetector, "from_checkpoint", classmethod(from_checkpoint))
     monkeypatch.setattr(cpm_detector, "HandTracker", make_tracker)
     weights = session / "fake.pt"
     weights.write_bytes(b"")
-    written = pipeline.run_detect(s, _settings(session, detector="cpm", detector_weights=weights))
+    written = pipeline.run_detect(s, _settings(session, detector="cpm", detector_weights=weights,
+                                               detector_flip_test=True))  # fmt: skip
+    assert loaded == [(weights, True)]  # fit --flip-test reaches the detector
     assert written == len(truth) > 0
     assert trackers[0].searches == len(s.cameras)  # one search per camera, then tracking
     for (cam, frame), path in s.images.items():

@@ -13,6 +13,7 @@ from handanno.models.heatmaps import (
     decode_heatmaps,
     heatmap_loss,
     heatmap_to_crop,
+    mirror_averaged,
     render_gaussian_heatmaps,
     soft_argmax,
     weighted_adaptive_wing_loss,
@@ -152,3 +153,24 @@ def test_weighted_adaptive_wing_matches_autograd_of_the_elementwise_loss():
         lambda q: weighted_adaptive_wing_loss(q, target[:1, :2, :6, :6], weight[:1, :2, :6, :6]),
         (pred[:1, :2, :6, :6].clone().requires_grad_() + 0.01,),
     )
+
+
+def test_mirror_averaged_keeps_equivariant_maps_and_cancels_a_left_right_bias():
+    """Flip test geometry: a stride-8 map of a mirror-symmetric network comes back unchanged
+    (no half-pixel shift between a crop and its maps), and a one-cell bias to the right
+    becomes the mean of one cell right and one cell left."""
+    torch.manual_seed(0)
+    images = torch.rand(2, 3, 32, 32)
+
+    def pooled(x):  # (B, 3, 32, 32) -> (B, 2, 4, 4): commutes with a horizontal flip
+        return F.avg_pool2d(x[:, :2], 8)
+
+    def biased(x):
+        return [pooled(x), pooled(x).roll(1, dims=-1)]  # a two-stage net, the second biased
+
+    assert torch.allclose(mirror_averaged(pooled, images), pooled(images), atol=1e-6)
+    stage1, stage2 = mirror_averaged(biased, images)
+    p = pooled(images)
+    assert torch.allclose(stage1, p, atol=1e-6)
+    assert torch.allclose(stage2, 0.5 * (p.roll(1, dims=-1) + p.roll(-1, dims=-1)), atol=1e-6)
+    assert not torch.allclose(stage2, p.roll(1, dims=-1), atol=1e-3)

@@ -20,6 +20,7 @@ from handanno.data.datasets import DataConfig
 from handanno.errors import HandannoError
 from handanno.models.cpm_detector import CPMDetector
 from handanno.models.evaluate import EvalConfig, evaluate
+from handanno.models.heatmaps import crop_to_heatmap, render_gaussian_heatmaps
 from handanno.models.mano import ManoLayer
 from handanno.models.nets import make_task
 from handanno.models.toy_labels_io import make_toy_labels, toy_hand_model
@@ -158,6 +159,54 @@ def test_detector_returns_full_image_pixels(cpm_run, labels):
         det.detect([img], np.zeros((2, 4)))
 
 
+class _BiasedBlobNet(torch.nn.Module):
+    """A stand-in heatmap network with a left-right bias: 21 Gaussian maps (three stages) at the
+    centroid of the input's bright blob, ``bias`` map pixels to the right of it."""
+
+    def __init__(self, crop_size: int, heatmap_size: int, bias: float):
+        super().__init__()
+        self.crop_size, self.heatmap_size, self.bias = crop_size, heatmap_size, bias
+
+    def forward(self, x):
+        w = x[:, 0] - x[:, 0].amin(dim=(-2, -1), keepdim=True)  # (B, S, S), zero off the blob
+        ys, xs = torch.meshgrid(torch.arange(self.crop_size * 1.0), torch.arange(self.crop_size * 1.0), indexing="ij")
+        uv = torch.stack([(w * xs).sum((-2, -1)), (w * ys).sum((-2, -1))], -1) / w.sum((-2, -1))[:, None]
+        uv_hm = crop_to_heatmap(uv, self.crop_size, self.heatmap_size) + torch.tensor([self.bias, 0.0])
+        h = self.heatmap_size
+        maps = render_gaussian_heatmaps(uv_hm[:, None].expand(-1, 21, 2), (h, h), sigma=1.5)
+        return [maps, maps, maps]
+
+
+def test_flip_test_cancels_a_networks_left_right_bias(tmp_path, cpm_run, labels):
+    """With the flip test, the task averages the crop's maps with its mirror image's: a half-cell
+    bias to the right (4 crop pixels) cancels; training passes stay single; eval records it."""
+    task = make_task("cpm", TINY_CPM)  # 32-pixel crops, 4x4 maps
+    task.model = _BiasedBlobNet(32, 4, bias=0.5)
+    image = torch.zeros(1, 3, 32, 32, dtype=torch.uint8)
+    image[:, :, 19:21, 11:13] = 255  # a blob centred on crop pixel (11.5, 19.5), map pixel (1, 2)
+    batch = {"image": image}
+    plain, _ = task.decode(task.forward(task.model, batch, train=False))
+    task.set_flip_test(True)
+    flipped, conf = task.decode(task.forward(task.model, batch, train=False))
+    trained, _ = task.decode(task.forward(task.model, batch, train=True))
+    assert torch.allclose(plain[0], torch.tensor([15.5, 19.5]), atol=0.05)  # biased by 0.5 x 8 pixels
+    assert torch.allclose(flipped[0], torch.tensor([11.5, 19.5]), atol=0.05)
+    assert torch.allclose(trained, plain) and bool((conf > 0.5).all())
+
+    _, result = cpm_run
+    runs = {}
+    for flag in ("--no-flip-test", "--flip-test"):
+        out = tmp_path / f"{flag}.json"
+        res = CliRunner().invoke(cli, ["eval", "cpm", "--weights", str(result.last_checkpoint), "--labels", str(labels),
+                                       "--device", "cpu", "--out", str(out), flag])  # fmt: skip
+        assert res.exit_code == 0, res.output + repr(res.exception)
+        runs[flag] = json.loads(out.read_text())
+    assert runs["--flip-test"]["flip_test"] is True and runs["--no-flip-test"]["flip_test"] is False
+    assert runs["--flip-test"]["epe_px"] != runs["--no-flip-test"]["epe_px"]  # a second pass was averaged in
+    det = CPMDetector.from_checkpoint(result.last_checkpoint, "cpu", flip_test=True)
+    assert det.task.config.flip_test
+
+
 def test_mano_and_lift_train_and_evaluate(tmp_path):
     """The 3D models through main() and evaluate(): metrics with the right names and units."""
     model = toy_hand_model()
@@ -180,6 +229,8 @@ def test_mano_and_lift_train_and_evaluate(tmp_path):
     result = main(cfg)
     m = evaluate(EvalConfig(weights=str(result.last_checkpoint), labels=(str(labels),), device="cpu"))
     assert m["model"] == "lift" and np.isfinite(m["rr_epe_mm"]) and m["rr_root_keypoint"] == 0
+    with pytest.raises(HandannoError, match="flip test is for heatmap models.*not lift"):
+        evaluate(EvalConfig(weights=str(result.last_checkpoint), labels=(str(labels),), device="cpu", flip_test=True))
 
 
 def _ddp_rank(rank: int, cfg: TrainConfig, port: int) -> None:

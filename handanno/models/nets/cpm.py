@@ -39,6 +39,8 @@ class CPMConfig:
         sigma_px: Gaussian target width in heatmap pixels.
         loss: ``"mse"`` (hand3d) or ``"awing"``.
         decode: heatmap decoding, see :func:`handanno.models.heatmaps.decode_heatmaps`.
+        flip_test: outside training, average the maps of each crop with those of its mirror
+            image (:func:`handanno.models.heatmaps.mirror_averaged`; two forward passes).
         batch_norm: BatchNorm after every hidden conv. hand3d has none (it starts from
             VGG / pre-trained weights); from scratch it trains several times faster. False
             gives hand3d's layers exactly.
@@ -51,6 +53,7 @@ class CPMConfig:
     sigma_px: float = 1.5
     loss: str = "mse"
     decode: str = "taylor"
+    flip_test: bool = False
     batch_norm: bool = True
 
     @property

@@ -35,6 +35,7 @@ from handanno.models.heatmaps import (
     decode_heatmaps,
     heatmap_loss,
     heatmap_to_crop,
+    mirror_averaged,
     render_gaussian_heatmaps,
 )
 from handanno.models.nets.cpm import CPM, CPMConfig
@@ -150,9 +151,16 @@ class _HeatmapTask(Task):
         uv_hm, conf = decode_heatmaps(self.final_maps(outputs).float(), self.config.decode)
         return heatmap_to_crop(uv_hm, self.config.crop_size, self.config.heatmap_size), conf
 
+    def set_flip_test(self, on: bool) -> None:
+        """Switch the flip test (see the model config's ``flip_test``) on or off for evaluation."""
+        self.config = dataclasses.replace(self.config, flip_test=bool(on))
+
     @override
     def forward(self, model: nn.Module, batch: dict[str, torch.Tensor], train: bool) -> Any:
-        return model(normalise_images(batch["image"]))
+        images = normalise_images(batch["image"])
+        if self.config.flip_test and not train:
+            return mirror_averaged(model, images)
+        return model(images)
 
     @override
     def collect(self, outputs: Any, batch: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:

@@ -34,6 +34,8 @@ class UNetConfig:
         sigma_px: Gaussian target width in heatmap pixels (crop pixels when ``heatmap_stride`` is 1).
         loss: ``"awing"`` (default) or ``"mse"``.
         decode: heatmap decoding, see :func:`handanno.models.heatmaps.decode_heatmaps`.
+        flip_test: outside training, average the maps of each crop with those of its mirror
+            image (:func:`handanno.models.heatmaps.mirror_averaged`; two forward passes).
         heatmap_stride: crop pixels per heatmap pixel, a power of two up to ``2**depth``.
     """
 
@@ -44,6 +46,7 @@ class UNetConfig:
     sigma_px: float = 2.0
     loss: str = "awing"
     decode: str = "taylor"
+    flip_test: bool = False
     heatmap_stride: int = 1
 
     def __post_init__(self) -> None:
