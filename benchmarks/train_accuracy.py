@@ -25,10 +25,12 @@ What it does, as plain ``handanno`` commands (printed as they run, so they can b
    ground-truth keypoints' bounding box) and EPE <= 4 px on a 128x128 crop (``epe_128_px``:
    the error in the model's input crop, rescaled to a 128-pixel crop of the same framing);
    ``mano`` PA-MPJPE <= 15 mm; ``lift`` reports its root-relative error from ground-truth
-   score maps (no bound). The exit status is 1 when a model misses its bound. Beside the 3D
-   models' PA-MPJPE it prints that of one constant hand (the training labels' mean
-   articulation): on synthetic sessions whose articulation varies little, that alone can
-   meet the 15 mm bound (13.3 mm on the default seeds), so a model must beat it to show it learned anything.
+   score maps (no bound). ``--flip-test`` evaluates ``cpm``/``unet`` with the flip test
+   (``handanno eval --flip-test``, written to ``eval_val_flip.json``). The exit status is 1
+   when a model misses its bound. Beside the 3D models' PA-MPJPE it prints that of one
+   constant hand (the training labels' mean articulation): on synthetic sessions whose
+   articulation varies little, that alone can meet the 15 mm bound (13.3 mm on the default
+   seeds), so a model must beat it to show it learned anything.
 
 Steps whose outputs exist are skipped, so an interrupted run continues (``--prepare-only`` stops
 after step 2). ``--model-dir`` passes a MANO folder to synth/export (default: the open hand
@@ -130,6 +132,8 @@ def main() -> int:
     p.add_argument("--patience", type=int, default=10)
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="MODEL:KEY=VALUE",
                    help="model config field for one model, e.g. unet:base_channels=8 (repeatable)")
+    p.add_argument("--flip-test", action="store_true",
+                   help="cpm, unet: evaluate with the flip test (each crop's maps averaged with its mirror image's)")
     p.add_argument("--prepare-only", action="store_true", help="make the sessions and labels, train nothing")
     args = p.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -173,13 +177,16 @@ def main() -> int:
                  str(args.epochs), "--batch-size", str(args.batch_size), "--lr", str(args.lr), "--workers",
                  str(args.workers), "--device", args.device, "--patience", str(args.patience), "--resume", *sets,
                  *threads, *model_dir])  # fmt: skip
-        metrics_path = out / "eval_val.json"
+        flip = args.flip_test and model in ("cpm", "unet")
+        metrics_path = out / ("eval_val_flip.json" if flip else "eval_val.json")
         run([*handanno, "eval", model, "--weights", str(out / "best.pt"), "--labels", val_labels, "--device",
-             args.device, "--out", str(metrics_path), *threads, *model_dir])  # fmt: skip
+             args.device, "--out", str(metrics_path), *threads, *model_dir,
+             *(["--flip-test"] if flip else [])])  # fmt: skip
         m = json.loads(metrics_path.read_text())
         passed, lines = check_bounds(model, m)
         results[model] = {k: m.get(k) for k in REPORTED if k in m} | {"passed": passed, "checks": lines,
-                                                                        "model_config_set": sets}  # fmt: skip
+                                                                        "model_config_set": sets,
+                                                                        "flip_test": flip}  # fmt: skip
         if model in ("mano", "lift"):
             base = constant_hand_baseline(train_sessions_labels, Path(val_labels), args.model_dir)
             pa = m.get("pa_mpjpe_mm", float("nan"))
