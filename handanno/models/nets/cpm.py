@@ -23,6 +23,7 @@ from torch import nn
 
 from handanno.check import check_shape
 from handanno.data.conventions import NUM_JOINTS
+from handanno.models.nets.weights_init import init_relu_layers
 
 STRIDE = 8
 
@@ -112,15 +113,7 @@ class CPM(nn.Module):
 
         hand3d started from VGG / pre-trained weights; this is for training from scratch.
         """
-        heads = {id(self.stage1[-1])} | {id(st[-1]) for st in self.stages}
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                if id(m) in heads:
-                    nn.init.normal_(m.weight, std=0.01)
-                else:
-                    nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
+        init_relu_layers(self, score_layers=[self.stage1[-1], *(st[-1] for st in self.stages)])
 
     def forward(self, image: torch.Tensor) -> list[torch.Tensor]:
         """Score maps of every stage.

@@ -35,6 +35,7 @@ from torch import nn
 
 from handanno.check import check_shape
 from handanno.data.conventions import NUM_JOINTS, SCALE_KEYPOINTS
+from handanno.models.nets.weights_init import init_relu_layers
 
 ROTATION_OUTPUTS = {"6d": 6, "axis_angle": 3}  # ViewPoint's output size per rotation representation
 ROOT_ID = 0  # wrist
@@ -188,22 +189,6 @@ def _mlp(n_in: int, units: tuple[int, ...], n_out: int, dropout: float, width: f
         layers += [nn.Linear(n_in, u), nn.ReLU(inplace=True), nn.Dropout(dropout)]
         n_in = u
     return nn.Sequential(*layers, nn.Linear(n_in, n_out))
-
-
-def init_relu_layers(module: nn.Module) -> None:
-    """He-normal weights and zero biases for every conv and linear layer of ``module``.
-
-    PyTorch's default (uniform, variance ``1 / (3 fan_in)``, random biases) shrinks the signal
-    about six-fold per conv + ReLU, so after the six encoder convs the features of 32x32
-    Gaussian score maps hardly depend on the maps (their spread over a batch of different
-    hands was 4-6 % of their size). Adam then fitted the mean pose through the biases within ~60 steps and the
-    encoders never recovered: the whole network predicted one constant hand. hand3d starts
-    from Xavier weights and near-zero biases for the same reason.
-    """
-    for m in module.modules():
-        if isinstance(m, (nn.Conv2d, nn.Linear)):
-            nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
-            nn.init.zeros_(m.bias)
 
 
 class PosePrior(nn.Module):
