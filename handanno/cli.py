@@ -106,7 +106,8 @@ def _set_threads(threads: int | None) -> None:
 @click.option("--out", required=True, type=click.Path(path_type=str), help="Run folder: checkpoints, logs, plots.")
 @click.option("--epochs", default=50, show_default=True, type=int)
 @click.option("--batch-size", default=32, show_default=True, type=int)
-@click.option("--lr", default=1e-3, show_default=True, type=float, help="Peak learning rate (AdamW, cosine decay).")
+@click.option("--lr", default=None, type=float,
+              help="Peak learning rate (AdamW, cosine decay); default 1e-3, or with --resume the resumed run's.")
 @click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda | cuda:N.")
 @click.option("--resume", is_flag=True, help="Continue from OUT/last.pt (step count, optimizer, early-stop state).")
 @click.option("--workers", default=4, show_default=True, type=int, help="DataLoader worker processes.")
@@ -128,7 +129,7 @@ def _set_threads(threads: int | None) -> None:
               help="Model config field, e.g. --set width=0.5 --set loss=mse (see handanno.models.nets).")
 @_threads_option
 def train_cmd(kind: str, labels: tuple[str, ...], val: tuple[str, ...], out: str, epochs: int, batch_size: int,
-              lr: float, device: str, resume: bool, workers: int, patience: int, val_fraction: float, seed: int,
+              lr: float | None, device: str, resume: bool, workers: int, patience: int, val_fraction: float, seed: int,
               max_steps: int | None, no_amp: bool, no_augment: bool, no_plots: bool, backbone: str | None,
               backbone_weights: str | None, model_dir: str | None, sets: tuple[str, ...], threads: int | None) -> None:
     """Train a KIND model (cpm, unet, mano, lift) on FreiHAND-layout labels; checkpoints and logs go to OUT."""

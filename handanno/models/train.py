@@ -49,6 +49,9 @@ from handanno.models.nets.tasks import MODEL_KINDS, Task, make_task
 
 logger = logging.getLogger(__name__)
 
+DEFAULT_LR = 1e-3
+"""Peak learning rate of a new run when none is given."""
+
 CHECKPOINT_FORMAT = "handanno-checkpoint"
 CHECKPOINT_VERSION = 1
 
@@ -65,7 +68,9 @@ class TrainConfig:
         val_fraction: share of the training samples held out when ``val`` is empty.
         epochs: maximum number of epochs.
         batch_size: samples per step (per process under DDP).
-        lr: peak learning rate (AdamW, cosine decay to ``lr * 0.01`` over the run).
+        lr: peak learning rate (AdamW, cosine decay to ``lr * 0.01`` over the run); None:
+            :data:`DEFAULT_LR`, or on resume the resumed run's. Given on resume, it replaces
+            the resumed run's peak for the rest of the schedule.
         weight_decay: AdamW weight decay.
         grad_clip: gradient-norm clip (0 = off).
         device: ``auto | cpu | cuda | cuda:N``.
@@ -89,7 +94,7 @@ class TrainConfig:
     val_fraction: float = 0.1
     epochs: int = 50
     batch_size: int = 32
-    lr: float = 1e-3
+    lr: float | None = None
     weight_decay: float = 1e-4
     grad_clip: float = 5.0
     device: str = "auto"
@@ -495,6 +500,11 @@ def _open_tensorboard(out: Path) -> Any:
     return SummaryWriter(str(out / "tb"))
 
 
+def cosine_factor(step: int, total_steps: int) -> float:
+    """Learning-rate factor at ``step``: cosine decay from 1 to 0.01 over ``total_steps``, then 0.01."""
+    return 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * min(step / max(total_steps, 1), 1.0)))
+
+
 def main(cfg: TrainConfig, task: Task | None = None) -> TrainResult:
     """Train one model as :class:`TrainConfig` says; see the module docstring for the outputs.
 
@@ -535,20 +545,29 @@ def main(cfg: TrainConfig, task: Task | None = None) -> TrainResult:
     if di.enabled:
         model = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
 
+    resumed_lr = resume_ckpt.get("train_config", {}).get("lr") if resume_ckpt is not None else None
+    peak_lr = cfg.lr if cfg.lr is not None else resumed_lr if resumed_lr is not None else DEFAULT_LR
+    cfg = dataclasses.replace(cfg, lr=peak_lr)
     optimizer = torch.optim.AdamW(task.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps_per_epoch = max(len(train_loader), 1)
     total_steps = cfg.epochs * steps_per_epoch
     if cfg.max_steps is not None:
         total_steps = min(total_steps, cfg.max_steps)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * min(s / max(total_steps, 1), 1.0)))
-    )
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: cosine_factor(s, total_steps))
     scaler = torch.amp.GradScaler(device.type, enabled=cfg.amp and device.type == "cuda")
     state = _LoopState()
     if resume_ckpt is not None:
         task.model.load_state_dict(resume_ckpt["model"])
         optimizer.load_state_dict(resume_ckpt["optimizer"])
         scheduler.load_state_dict(resume_ckpt["scheduler"])
+        if resumed_lr is not None and not math.isclose(resumed_lr, cfg.lr):
+            logger.info("--resume: peak learning rate %g (the resumed run's was %g)", cfg.lr, resumed_lr)
+        # The schedule continues from the saved step, stretched to this run's --epochs and
+        # scaled to its peak learning rate.
+        scheduler.base_lrs = [cfg.lr] * len(optimizer.param_groups)
+        for group in optimizer.param_groups:
+            group["initial_lr"] = cfg.lr
+            group["lr"] = cfg.lr * cosine_factor(scheduler.last_epoch, total_steps)
         if resume_ckpt.get("scaler"):
             scaler.load_state_dict(resume_ckpt["scaler"])
         state = _LoopState(step=int(resume_ckpt["step"]), epoch=int(resume_ckpt["epoch"]),

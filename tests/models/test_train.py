@@ -24,7 +24,15 @@ from handanno.models.heatmaps import crop_to_heatmap, render_gaussian_heatmaps
 from handanno.models.mano import ManoLayer
 from handanno.models.nets import make_task
 from handanno.models.toy_labels_io import make_toy_labels, toy_hand_model
-from handanno.models.train import TrainConfig, load_checkpoint, load_task, main, train_config_from_dict
+from handanno.models.train import (
+    DEFAULT_LR,
+    TrainConfig,
+    cosine_factor,
+    load_checkpoint,
+    load_task,
+    main,
+    train_config_from_dict,
+)
 
 TINY_UNET = ["--set", "crop_size=32", "--set", "base_channels=8", "--set", "depth=2"]
 TINY_CPM = {"width": 0.0625, "crop_size": 32}
@@ -110,6 +118,29 @@ def test_resume_continues_the_step_count(cpm_run, tmp_path):
     assert steps == list(range(1, result.steps + 1))  # one row per step (log_every=1), appended on resume
     # resuming a finished run does nothing more
     assert main(cfg2).steps == result.steps
+
+
+def _logged_lr(out):
+    with open(out / "steps.csv") as f:
+        return {int(r["step"]): float(r["lr"]) for r in csv.DictReader(f)}
+
+
+def test_resume_takes_a_new_peak_learning_rate_or_keeps_the_runs(cpm_run, tmp_path):
+    """--lr on resume replaces the peak from there on; without it the resumed run's peak goes on (not 1e-3)."""
+    cfg, first = cpm_run
+    assert load_checkpoint(first.last_checkpoint)["train_config"]["lr"] == DEFAULT_LR == 1e-3
+    out = tmp_path / "lower"
+    shutil.copytree(first.out, out)
+    lower = TrainConfig(**{**cfg.__dict__, "out": str(out), "epochs": 3, "resume": True, "lr": 2e-4})
+    result = main(lower)  # steps 5, 6 of 6
+    lr = _logged_lr(out)
+    assert lr[4] == pytest.approx(1e-3 * cosine_factor(4, 4))  # the first run's last step
+    assert [lr[s] for s in (5, 6)] == pytest.approx([2e-4 * cosine_factor(s, 6) for s in (5, 6)])
+    assert load_checkpoint(result.last_checkpoint)["train_config"]["lr"] == 2e-4
+    again = TrainConfig(**{**lower.__dict__, "epochs": 4, "lr": None})
+    main(again)  # steps 7, 8 of 8, still at the 2e-4 peak
+    lr = _logged_lr(out)
+    assert [lr[s] for s in (7, 8)] == pytest.approx([2e-4 * cosine_factor(s, 8) for s in (7, 8)])
 
 
 def test_early_stopping(labels, tmp_path):
