@@ -63,7 +63,7 @@ def main() -> None:
     p.add_argument("--weights", default=None, help="--detector cpm: a cpm or unet checkpoint from handanno train")
     p.add_argument("--flip-test", action="store_true", help="--detector cpm: average with the mirror image's maps")
     p.add_argument("--session", required=True, help="synthetic session (handanno synth, keypoint noise 0)")
-    p.add_argument("--frames", default="0:20")
+    p.add_argument("--frames", default="0:20", help="a slice: 0:20 is the first 20 frames, 20 is frame 20 alone")
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--silhouette", action="store_true", help="fit with silhouettes too (slower)")

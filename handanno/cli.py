@@ -281,7 +281,7 @@ def _fit_summary(report) -> str:
 @click.option("--no-export", is_flag=True, help="Do not write labels/.")
 @click.option("--overlays", is_flag=True, help="Write overlays/<frame>.png pictures of the fits.")
 @click.option("--frames", default=None, metavar="SLICE",
-              help="Frames to process, a slice over their order: 0:100, 10:, ::5.")
+              help="Frames to process, a slice over their order: 0:100, 10:, ::5 (a single number: that frame alone).")
 @click.option("--force", is_flag=True, help="Redo every stage even where its outputs exist.")
 @click.option("--max-reproj-px", default=8.0, show_default=True, type=click.FloatRange(min=0),
               help="Accept a frame only if the median over views of the median keypoint error is at most this.")
