@@ -77,15 +77,18 @@ def constant_hand_baseline(train_dirs: list[Path], eval_dirs: list[Path], model_
 
     from handanno.data import metrics
     from handanno.data.freihand import split_mano_vector
+    from handanno.data.freihand_io import read_freihand
     from handanno.models.hand_model_io import load_hand_model
     from handanno.models.mano import ManoLayer
 
-    poses = np.concatenate([split_mano_vector(np.array(json.loads((d / "training_mano.json").read_text()))).pose
-                            .reshape(-1, 48) for d in train_dirs])  # fmt: skip
+    train = [read_freihand(d, check_images=False) for d in train_dirs]
+    poses = np.concatenate([split_mano_vector(t.mano).pose.reshape(-1, 48) for t in train])
     pose = torch.zeros(1, 48, dtype=torch.float64)
     pose[0, 3:] = torch.from_numpy(poses[:, 3:].mean(axis=0))
-    gt = np.concatenate([np.array(json.loads((d / "training_xyz.json").read_text())) for d in eval_dirs])
-    sides = [e.get("hand", "right") for d in eval_dirs for e in json.loads((d / "index.json").read_text())]
+    evaluated = [read_freihand(d, check_images=False) for d in eval_dirs]
+    gt = np.concatenate([e.xyz for e in evaluated])
+    # official FreiHAND has no index.json: its hands are right hands
+    sides = [i.get("hand", "right") for e in evaluated for i in (e.index or [{}] * len(e.xyz))]
     pred = np.zeros_like(gt)
     for side in set(sides):
         layer = ManoLayer(load_hand_model(side, model_dir), dtype=torch.float64)
