@@ -245,6 +245,18 @@ def _fit_summary(report) -> str:
     """A few lines for a person: frames, skips with reasons, labels, timings, accuracy."""
     lines = [f"fit: {report.frames_total} frames; {report.frames_fitted} fitted now, {report.frames_accepted} accepted "
              f"in all, {len(report.skipped)} skipped; {report.labels_written} label samples written"]  # fmt: skip
+    found = report.inputs_found or {}
+    used = [f"{n} {what}" for what, n in (("keypoint file(s) you brought", found.get("keypoints_given", 0)),
+                                          ("keypoint file(s) detected by an earlier run",
+                                           found.get("keypoints_detected_earlier", 0)),
+                                          ("mask(s) you brought", found.get("masks_given", 0))) if n]  # fmt: skip
+    if used:
+        lines.append("  used from the session: " + ", ".join(used) + " (what you brought is never overwritten)")
+    if report.notes:
+        lines.append(f"  {len(report.notes)} note(s) on the inputs (damaged images, ignored keypoints, ...):")
+        lines += [f"    {n}" for n in report.notes[:5]]
+        if len(report.notes) > 5:
+            lines.append(f"    ... and {len(report.notes) - 5} more in {report.report_path}")
     rejected = report.frames_total - len(report.skipped) - report.frames_accepted
     if rejected > 0:
         lines.append(f"  {rejected} frame(s) fitted but not accepted: reasons in fits/<frame>.json quality.reasons")

@@ -9,15 +9,22 @@ distortion and ``K`` back into the captured image, so ``training_K`` describes t
 an ideal pinhole camera exactly as FreiHAND's code assumes (a plain affine crop of a
 distorted image would not be).
 
-The labels are built in ``labels.partial/`` (resumable: an interrupted export goes on where
-it stopped) and swapped in for ``labels/`` at the end, so a crash never leaves a mixed or
-half-written ``labels/``.
+The labels are built in a hidden ``.labels.handanno-partial/`` beside ``labels/`` (resumable: an
+interrupted export goes on where it stopped) and swapped in for ``labels/`` at the end, so a
+crash never leaves a mixed or half-written ``labels/``. Unchanged samples are carried over,
+so exports of different frame ranges add up; a folder handanno did not make is never
+replaced.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
 import logging
+import os
 import shutil
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,7 +44,8 @@ from handanno.data.freihand import (
     pose_to_camera_frame,
     root_uv_and_scale,
 )
-from handanno.data.freihand_io import FreiHANDSample, FreiHANDWriter
+from handanno.data.freihand_io import PENDING_DIR, FreiHANDLabels, FreiHANDSample, FreiHANDWriter, read_freihand
+from handanno.data.lock_io import FolderLock
 from handanno.errors import HandannoError
 from handanno.models.hand_model_io import load_hand_model
 from handanno.models.mano import ManoLayer
@@ -46,7 +54,8 @@ log = logging.getLogger(__name__)
 
 CROP_SIZE = 224
 MIN_INSIDE_FRACTION = 0.8  # a view is exported only if this share of its keypoints is in the image
-_SOURCE_MARKER = ".handanno_export_source"  # in labels.partial/ only: what the partial export is made from
+_SOURCE_MARKER = ".handanno_export_source"  # in the partial export only: what it is made from
+LABELS_MARKER = ".handanno_labels"  # in every labels folder handanno writes: it may replace that folder
 
 
 def undistorted_crop_maps(camera: Camera, K_crop: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
@@ -89,13 +98,126 @@ def undistorted_crop(
     return cv2.remap(src, mx, my, interp, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
 
 
-def _records(session: Session, source: str) -> list[tuple[str, dict]]:
+def _records(session: Session, source: str) -> list[tuple[str, dict, str]]:
+    """``(frame, record, record_id)`` of every frame with a readable record; ``record_id`` hashes the file.
+
+    A record that cannot be read (broken JSON, NaN) is left out with a warning naming it.
+    """
     out = []
     for f in session.frames:
         p = session.fit_path(f, source)
-        if p.is_file():
-            out.append((f, read_fit(p)))
+        if not p.is_file():
+            continue
+        data = p.read_bytes()
+        try:
+            rec = read_fit(p)
+        except HandannoError as exc:
+            log.warning("%s; frame %s is not exported", exc, f)
+            continue
+        out.append((f, rec, hashlib.sha1(data).hexdigest()[:16]))
     return out
+
+
+def labels_folder_entries(out_dir: Path) -> list[str]:
+    """Entries of ``out_dir`` that a handanno labels folder does not hold (the user's files)."""
+    known = {"training", "model.json", "index.json", LABELS_MARKER, PENDING_DIR}
+    known |= {f"training_{k}.json" for k in ("K", "xyz", "verts", "scale", "mano", "vis")}
+    return sorted(p.name for p in out_dir.iterdir() if p.name not in known and not p.name.startswith(".index."))
+
+
+def check_labels_target(out_dir: Path, session_root: Path) -> None:
+    """Refuse a labels folder whose replacement would lose anything handanno did not make.
+
+    ``out_dir`` may be missing, empty, or a labels folder handanno wrote (its marker file, or
+    ``model.json`` written by handanno) holding nothing else.
+
+    Raises:
+        HandannoError: naming the folder and what to do.
+    """
+    out, root = out_dir.resolve(), session_root.resolve()
+    if out == root or out in root.parents:
+        raise HandannoError(f"--out {out_dir}: this folder holds the session {session_root}; labels are written "
+                            "into a folder of their own (default SESSION/labels)")  # fmt: skip
+    if not out_dir.exists():
+        return
+    if not out_dir.is_dir():
+        raise HandannoError(f"--out {out_dir}: exists and is not a folder; choose another labels folder")
+    if not any(out_dir.iterdir()):
+        return
+    model = out_dir / "model.json"
+    made_by_us = (out_dir / LABELS_MARKER).is_file()
+    if not made_by_us and model.is_file():
+        try:
+            made_by_us = json.loads(model.read_text()).get("writer") == "handanno"
+        except (OSError, ValueError, AttributeError):
+            made_by_us = False
+    if not made_by_us:
+        raise HandannoError(f"--out {out_dir}: folder is not empty and holds no handanno labels; handanno never "
+                            "replaces a folder it did not make: choose an empty or new folder")  # fmt: skip
+    foreign = labels_folder_entries(out_dir)
+    if foreign:
+        raise HandannoError(f"{out_dir}: holds files that are not labels ({', '.join(foreign[:5])}); the labels "
+                            "folder is replaced as a whole on export: move them elsewhere first")  # fmt: skip
+
+
+def _read_existing(out_dir: Path) -> FreiHANDLabels | None:
+    """The labels already at ``out_dir`` if they are handanno's and whole; None (with a warning) otherwise."""
+    if not (out_dir / "index.json").is_file():
+        return None
+    try:
+        labels = read_freihand(out_dir)
+    except HandannoError as exc:
+        log.warning("%s: the labels there are damaged (%s); they are made again from the records", out_dir, exc)
+        return None
+    if labels.index is None or (out_dir / PENDING_DIR).exists():
+        log.warning("%s: the labels there are unfinished; they are made again from the records", out_dir)
+        return None
+    return labels
+
+
+def labels_up_to_date(out_dir: Path, wanted: dict[str, str]) -> bool:
+    """Whether ``out_dir`` holds whole labels made from exactly the records ``{frame: record_id}``.
+
+    A cheap check (the index, the small lists and the image counts), used to skip an export
+    with nothing to do; any mismatch sends the export down its full, validating path.
+    """
+    try:
+        index = json.loads((out_dir / "index.json").read_text())
+        n_k = len(json.loads((out_dir / "training_K.json").read_text()))
+        n_s = len(json.loads((out_dir / "training_scale.json").read_text()))
+    except (OSError, ValueError, TypeError):
+        return False
+    if not isinstance(index, list) or (out_dir / PENDING_DIR).exists():
+        return False
+    n = len(index)
+    if n_k != n or n_s != n or any(not (out_dir / f"training_{k}.json").is_file() for k in ("xyz", "verts", "mano")):
+        return False
+    for sub in ("rgb", "mask"):
+        folder = out_dir / "training" / sub
+        if not folder.is_dir() or sum(1 for p in folder.iterdir() if not p.name.startswith(".")) != n:
+            return False
+    try:
+        have = {(e["frame"], e.get("source_record")) for e in index}
+        made_from = json.loads((out_dir / LABELS_MARKER).read_text()).get("records")
+    except (OSError, ValueError, TypeError, KeyError, AttributeError):
+        return False
+    # a frame whose every view was left out (hand outside the images) has no sample, so the
+    # marker's record list, not the index, says which records the labels were made from
+    return made_from == wanted and have <= set(wanted.items())
+
+
+def _wanted(session: Session, source: str, only_accepted: bool) -> tuple[list[tuple[str, dict, str]], dict[str, str]]:
+    recs = _records(session, source)
+    if only_accepted and source == "fits":
+        recs = [(f, r, h) for f, r, h in recs if r.get("quality", {}).get("accepted", False)]
+    return recs, {f: h for f, _, h in recs}
+
+
+def export_up_to_date(session: Session, source: str = "fits", out_dir: Path | None = None,
+                      only_accepted: bool = True) -> bool:  # fmt: skip
+    """Whether :func:`export_session` would find nothing to do (see :func:`labels_up_to_date`)."""
+    out_dir = Path(out_dir) if out_dir is not None else session.root / "labels"
+    return labels_up_to_date(out_dir, _wanted(session, source, only_accepted)[1])
 
 
 def export_session(
@@ -106,10 +228,21 @@ def export_session(
     only_accepted: bool = True,
     progress: bool = True,
 ) -> int:
-    """Write ``labels/`` from ``fits/`` (or ``ground_truth/``); return the number of samples.
+    """Bring ``labels/`` up to date with ``fits/`` (or ``ground_truth/``); return the number of samples.
+
+    The labels hold one sample per view of every frame of ``session`` whose record is
+    accepted. Samples of records that did not change since the last export are carried over
+    (their images hard-linked); samples of new or changed records are made; samples of
+    frames whose record is gone or no longer accepted are dropped. So exports after fits
+    of different frame ranges add up.
+
+    The new labels are built in a hidden folder beside ``out_dir`` (resumable: an
+    interrupted export goes on where it stopped) and swapped in for ``out_dir`` in one step
+    at the end: a crash never leaves a mixed or half-written labels folder. A folder that is
+    not empty and not handanno's labels is never replaced (:func:`check_labels_target`).
 
     Args:
-        session: the opened session.
+        session: the opened session (all its frames are exported).
         layer: the :class:`handanno.models.mano.ManoLayer` the fits were made with.
         source: ``"fits"`` or ``"ground_truth"``.
         out_dir: where to write (default ``session/labels``).
@@ -120,26 +253,39 @@ def export_session(
     if source not in ("fits", "ground_truth"):
         raise HandannoError(f"export source must be fits or ground_truth, got {source!r}")
     out_dir = Path(out_dir) if out_dir is not None else session.root / "labels"
-    recs = _records(session, source)
-    if not recs:
+    check_labels_target(out_dir, session.root)
+    if not any(session.fit_path(f, source).is_file() for f in session.frames):
         raise HandannoError(f"{session.root / source}: no records to export; run `handanno fit` first")
-    if only_accepted and source == "fits":
-        recs = [(f, r) for f, r in recs if r.get("quality", {}).get("accepted", False)]
+    recs, wanted = _wanted(session, source, only_accepted)
+    if labels_up_to_date(out_dir, wanted):
+        log.info("%s: already up to date with %s", out_dir, source)
+        return _count(out_dir)
     model_name = getattr(layer, "name", "unknown")
     is_mano = bool(getattr(layer, "is_mano", False))
-    partial = out_dir.with_name(out_dir.name + ".partial")
-    stale = _stale_partial(partial, session, source, only_accepted, recs)
+    old = _read_existing(out_dir)
+    if old is not None and (old.model or {}).get("name") != model_name:
+        log.info("%s: made with model %s, not %s; made again", out_dir, (old.model or {}).get("name"), model_name)
+        old = None
+    keep = [i for i, e in enumerate(old.index) if wanted.get(e["frame"]) == e.get("source_record")] if old else []
+    kept_frames = {old.index[i]["frame"] for i in keep} if old else set()
+    partial = out_dir.with_name(f".{out_dir.name}.handanno-partial")
+    marker = f"{source} only_accepted={only_accepted}"
+    stale = _stale_partial(partial, marker, wanted)
     if stale:
         log.info("%s: %s; starting the export again", partial, stale)
         shutil.rmtree(partial)
     partial.mkdir(parents=True, exist_ok=True)
-    (partial / _SOURCE_MARKER).write_text(f"{source} only_accepted={only_accepted}")
+    (partial / _SOURCE_MARKER).write_text(marker)
     mask_folder = "masks_gt" if source == "ground_truth" else "masks"
     faces = layer.faces.cpu().numpy()
     dev = layer.faces.device
-    n = 0
     with FreiHANDWriter(partial, model_name, is_mano=is_mano, image_size=CROP_SIZE) as writer:
-        for frame, rec in tqdm(recs, desc=f"export ({source})", disable=not progress, leave=False):
+        for i in keep:
+            e = old.index[i]
+            if not writer.contains(e["frame"], e["camera"], e.get("hand", "right")):
+                writer.adopt(old, i)
+        todo = [(f, r, h) for f, r, h in recs if f not in kept_frames]
+        for frame, rec, rid in tqdm(todo, desc=f"export ({source})", disable=not progress, leave=False):
             if all(writer.contains(frame, cam.name, rec["hand"]) for cam in session.rig):
                 continue
             with torch.no_grad():
@@ -154,32 +300,82 @@ def export_session(
                     continue
                 sample = _sample(session, cam, frame, rec, joints_w, verts_w, faces, quality, mask_folder)
                 if sample is not None:
-                    writer.add(sample)
-                    n += 1
+                    writer.add(dataclasses.replace(sample, source_record=rid))
     (partial / _SOURCE_MARKER).unlink()
-    if out_dir.exists():
-        shutil.rmtree(out_dir)
-    partial.rename(out_dir)
-    log.info("wrote %d FreiHAND samples to %s", n, out_dir)
-    return _count(out_dir)
+    made_from = {"source": source, "session": str(session.root), "records": wanted}
+    (partial / LABELS_MARKER).write_text(json.dumps(made_from))
+    replace_folder(partial, out_dir)
+    n = _count(out_dir)
+    log.info("wrote %d FreiHAND samples to %s (%d carried over)", n, out_dir, len(keep))
+    return n
 
 
-def _stale_partial(
-    partial: Path, session: Session, source: str, only_accepted: bool, recs: list[tuple[str, dict]]
-) -> str | None:
-    """Why an existing ``labels.partial/`` must not be resumed (None: resume it, or there is none).
+def replace_folder(new: Path, target: Path) -> None:
+    """Put folder ``new`` at ``target``, in one atomic step where the system allows it.
+
+    Linux swaps the two folders with ``renameat2(RENAME_EXCHANGE)`` and then removes the old
+    one; elsewhere the old folder is first renamed aside. Only call this on a ``target``
+    that :func:`check_labels_target` accepted.
+    """
+    if not target.exists():
+        os.replace(new, target)
+        return
+    if not _exchange(new, target):
+        aside = target.with_name(f".{target.name}.handanno-old")
+        if aside.exists():
+            shutil.rmtree(aside)
+        os.replace(target, aside)
+        os.replace(new, target)
+        new = aside
+    shutil.rmtree(new)
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Atomically swap two paths (Linux ``renameat2`` with ``RENAME_EXCHANGE``); False where unsupported."""
+    import ctypes
+    import ctypes.util
+
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    AT_FDCWD, RENAME_EXCHANGE = -100, 2
+    rc = renameat2(AT_FDCWD, os.fsencode(a), AT_FDCWD, os.fsencode(b), RENAME_EXCHANGE)
+    return rc == 0
+
+
+def _stale_partial(partial: Path, marker: str, wanted: dict[str, str]) -> str | None:
+    """Why an existing partial export must not be resumed (None: resume it, or there is none).
 
     A partial export is resumed only if it was made from the same source with the same
-    filter and no record it would hold changed since it was started (a record newer than
-    the partial's ``model.json``, e.g. a frame refitted with ``--force``).
+    filter, and every sample it holds comes from a record that is still wanted unchanged.
+
+    Raises:
+        HandannoError: the folder is not a partial export of handanno's (no marker): it is
+            not touched.
     """
     if not partial.exists():
         return None
-    marker = partial / _SOURCE_MARKER
-    if not marker.is_file() or marker.read_text() != f"{source} only_accepted={only_accepted}":
+    mark = partial / _SOURCE_MARKER
+    if not mark.is_file():
+        raise HandannoError(f"{partial}: in the way of the export and not made by it; move it elsewhere")
+    if mark.read_text() != marker:
         return "it was made from another source"
-    started = (partial / "model.json").stat().st_mtime_ns if (partial / "model.json").is_file() else 0
-    if any(session.fit_path(f, source).stat().st_mtime_ns > started for f, _ in recs):
+    entries = []
+    if (partial / "index.json").is_file():
+        try:
+            entries = json.loads((partial / "index.json").read_text())
+        except ValueError:
+            return "its index is damaged"
+    for p in sorted((partial / PENDING_DIR).glob("*.json")) if (partial / PENDING_DIR).is_dir() else []:
+        try:
+            entries.append(json.loads(p.read_text())["index"])
+        except (ValueError, KeyError):
+            return f"its record {p.name} is damaged"
+    if any(wanted.get(e.get("frame")) != e.get("source_record") for e in entries):
         return "records changed since it was started"
     return None
 
@@ -221,7 +417,7 @@ def export_labels(
     recs = _records(session, source)
     if not recs:
         raise HandannoError(f"{session.root / source}: no records to export; run `handanno fit` first")
-    hands = sorted({r["hand"] for _, r in recs})
+    hands = sorted({r["hand"] for _, r, _ in recs})
     if hand is None:
         hand = recs[0][1]["hand"]
     if hands != [hand]:
@@ -229,14 +425,15 @@ def export_labels(
                             f"but --hand {hand} was asked for")  # fmt: skip
     layer = ManoLayer(load_hand_model(hand, model_dir))
     out = Path(out_dir) if out_dir is not None else session.root / "labels"
-    n = export_session(session, layer, source=source, out_dir=out, only_accepted=only_accepted, progress=progress)
+    check_labels_target(out, session.root)
+    with FolderLock(session.root, f"handanno export --session {session.root}"):
+        n = export_session(session, layer, source=source, out_dir=out, only_accepted=only_accepted,
+                           progress=progress)  # fmt: skip
     return ExportReport(samples=n, out_dir=out, model_name=layer.name, is_mano=layer.is_mano)
 
 
 def _count(out_dir: Path) -> int:
-    import json
-
-    p = out_dir / "training_xyz.json"
+    p = out_dir / "index.json"
     return len(json.loads(p.read_text())) if p.is_file() else 0
 
 
@@ -244,6 +441,9 @@ def _sample(
     session: Session, cam: Camera, frame: str, rec: dict, joints_w: np.ndarray, verts_w: np.ndarray,
     faces: np.ndarray, quality: dict, mask_folder: str,
 ) -> FreiHANDSample | None:
+    image_path = session.image_path(cam.name, frame)
+    if image_path is None:  # a damaged image (Session.bad_views): no sample
+        return None
     xyz = cam.to_camera(joints_w)
     verts = cam.to_camera(verts_w)
     if np.any(verts[:, 2] <= 0.01):
@@ -258,7 +458,7 @@ def _sample(
     uv_pin = verts[:, :2] / verts[:, 2:] @ cam.K[:2, :2].T + cam.K[:2, 2]  # undistorted pinhole pixels
     box = hand_crop_box(uv_pin, enlarge=1.25)
     K_crop = crop_intrinsics(cam.K, box, CROP_SIZE)
-    image = read_image(session.images[(cam.name, frame)])
+    image = read_image(image_path)
     rgb = undistorted_crop(image, cam, K_crop, CROP_SIZE)
     mpath = session.mask_path(cam.name, frame, mask_folder)
     full_mask = read_mask(mpath, cam.image_size) if mpath.is_file() else mesh_mask(verts_w, faces, cam)

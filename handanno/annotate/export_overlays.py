@@ -131,9 +131,11 @@ def write_overlays(session: Session, layer: torch.nn.Module, progress: bool = Tr
             for cam in session.rig:
                 kp_path = session.keypoints_path(cam.name, frame)
                 given = read_keypoints_file(kp_path) if kp_path.is_file() else None
+                image_path = session.image_path(cam.name, frame)
+                w, h = cam.image_size
                 tiles.append(
                     view_tile(
-                        read_image(session.images[(cam.name, frame)]),
+                        read_image(image_path) if image_path is not None else np.zeros((h, w, 3), np.uint8),
                         cam.name,
                         mesh_mask(verts[b], faces, cam),
                         cam.project(joints[b]),

@@ -36,6 +36,8 @@ from handanno.annotate.session_io import (
     Session,
     fit_record,
     json_float,
+    keypoints_made_by_handanno,
+    mask_made_by_handanno,
     open_session,
     read_fit,
     read_mask,
@@ -46,6 +48,7 @@ from handanno.annotate.session_io import (
 from handanno.calibration.camera import CameraRig
 from handanno.calibration.triangulate import triangulate_robust
 from handanno.data.files_io import read_image, write_json
+from handanno.data.lock_io import FolderLock
 from handanno.device import resolve_device
 from handanno.errors import HandannoError
 from handanno.models.hand_model_io import load_hand_model
@@ -103,9 +106,11 @@ class PipelineReport:
     frames_accepted: int
     skipped: dict[str, str]
     timings_s: dict[str, float]
-    labels_written: int
+    labels_written: int  # samples in labels/ when this run rewrote it, else 0
     accuracy: dict | None
     report_path: Path
+    inputs_found: dict[str, int] = field(default_factory=dict)  # see found_inputs
+    notes: tuple[str, ...] = ()  # damaged images, ignored keypoints, ... (also in report.json)
 
 
 def _bar(it, settings: PipelineSettings, desc: str, total: int | None = None):
@@ -120,7 +125,7 @@ def run_detect(session: Session, settings: PipelineSettings) -> int:
     if settings.detector not in DETECTORS:
         raise HandannoError(f"--detector {settings.detector!r}: choose one of {', '.join(DETECTORS)}")
     todo = [(c, f) for f in session.frames for c in session.cameras
-            if settings.force and settings.detector != "given" or not session.keypoints_path(c, f).is_file()]
+            if (c, f) not in session.bad_views and _needs_keypoints(session.keypoints_path(c, f), settings)]
     if settings.detector == "given":
         have = sum(session.keypoints_path(c, f).is_file() for f in session.frames for c in session.cameras)
         if have == 0:
@@ -135,11 +140,26 @@ def run_detect(session: Session, settings: PipelineSettings) -> int:
     written = 0
     for cam, frame in _bar(todo, settings, f"detect ({settings.detector})"):
         image = read_image(session.images[(cam, frame)])
+        kp_path = session.keypoints_path(cam, frame)
         kp = detect(image, cam)
         if kp is not None:
-            write_keypoints_file(session.keypoints_path(cam, frame), kp, settings.detector)
+            write_keypoints_file(kp_path, kp, settings.detector)
             written += 1
+        elif kp_path.is_file():  # --force, and the hand is no longer found: the earlier detection goes
+            kp_path.unlink()
     return written
+
+
+def _needs_keypoints(path: Path, settings: PipelineSettings) -> bool:
+    """Whether the detector must (re)write this keypoint file.
+
+    A missing file is detected. With ``force``, a file one of handanno's detectors wrote is
+    detected again; a file the user brought (source "given", or any source that is not a
+    detector of handanno's) is never overwritten.
+    """
+    if not path.is_file():
+        return True
+    return settings.force and settings.detector != "given" and keypoints_made_by_handanno(path)
 
 
 def _make_detector(settings: PipelineSettings) -> Callable[[np.ndarray, str], np.ndarray | None]:
@@ -194,7 +214,8 @@ def segment_from_fit(
 
     The mesh of the keypoint fit seeds GrabCut better than the keypoints do (its outline is
     probable hand, its eroded inside sure hand), so each view is segmented once, after that
-    fit. Masks already there (the user's, or an earlier run's) are kept unless ``--force``.
+    fit. Masks already there are kept: the user's always, an earlier run's (marked inside the
+    PNG, :func:`handanno.annotate.session_io.mask_made_by_handanno`) unless ``--force``.
     Views run in a thread per core (OpenCV releases the GIL).
 
     Args:
@@ -209,7 +230,8 @@ def segment_from_fit(
         The ``(camera, frame)`` masks written by this run.
     """
     jobs = [(b, c) for b in range(len(frames)) for c in range(len(session.cameras))
-            if settings.force or not session.mask_path(session.cameras[c], frames[b]).is_file()]  # fmt: skip
+            if (session.cameras[c], frames[b]) not in session.bad_views
+            and _needs_mask(session.mask_path(session.cameras[c], frames[b]), settings.force)]  # fmt: skip
 
     def one(job: tuple[int, int]) -> tuple[str, str] | None:
         b, c = job
@@ -227,6 +249,11 @@ def segment_from_fit(
     with ThreadPoolExecutor(max(1, min(os.cpu_count() or 1, 8))) as pool:
         done = list(_bar(pool.map(one, jobs), settings, "segment", total=len(jobs)))
     return {d for d in done if d is not None}
+
+
+def _needs_mask(path: Path, force: bool) -> bool:
+    """A missing mask is made; with ``force`` one handanno made is made again; the user's never."""
+    return not path.is_file() or force and mask_made_by_handanno(path)
 
 
 # ----------------------------------------------------------------------------------------
@@ -352,16 +379,54 @@ def _load_masks(session: Session, frames: list[str]) -> list[list[np.ndarray | N
         row = []
         for cam in session.rig:
             p = session.mask_path(cam.name, f)
-            row.append(read_mask(p, cam.image_size) if p.is_file() else None)
+            ok = p.is_file() and (cam.name, f) not in session.bad_views
+            row.append(read_mask(p, cam.image_size) if ok else None)
         out.append(row)
     return out
 
 
+def _readable_fit(path: Path) -> dict | None:
+    """The record at ``path``, or None when there is none or it cannot be trusted (a warning says why)."""
+    if not path.is_file():
+        return None
+    try:
+        return read_fit(path)
+    except HandannoError as exc:
+        log.warning("%s; that frame is fitted again", exc)
+        return None
+
+
 def _existing_betas(session: Session) -> np.ndarray | None:
     fits = sorted((session.root / "fits").glob("*.json"))
-    if not fits:
-        return None
-    return np.mean([read_fit(p)["betas"] for p in fits[:50]], axis=0)
+    recs = [r for r in (_readable_fit(p) for p in fits[:50]) if r is not None]
+    return np.mean([r["betas"] for r in recs], axis=0) if recs else None
+
+
+def _finite_frames(res: FitResult) -> np.ndarray:
+    """``(B,)`` bool: frames whose fitted parameters, joints and vertices are all finite."""
+    B = res.pose.shape[0]
+    ok = np.isfinite(res.pose).all(1) & np.isfinite(res.trans).all(1)
+    ok &= np.isfinite(res.joints.reshape(B, -1)).all(1) & np.isfinite(res.vertices.reshape(B, -1)).all(1)
+    return ok & bool(np.isfinite(res.betas).all())
+
+
+def found_inputs(session: Session) -> dict[str, int]:
+    """How many keypoint files and masks of the session's frames were not made by handanno's own stages.
+
+    Keys: ``keypoints_given`` (files whose source is not one of handanno's detectors: the
+    user's, or a synthetic session's), ``keypoints_detected_earlier`` (an earlier run's
+    detections, reused), ``masks_given`` (masks without handanno's mark: the user's).
+    """
+    out = {"keypoints_given": 0, "keypoints_detected_earlier": 0, "masks_given": 0}
+    for f in session.frames:
+        for cam in session.cameras:
+            kp = session.keypoints_path(cam, f)
+            if kp.is_file():
+                out["keypoints_detected_earlier" if keypoints_made_by_handanno(kp) else "keypoints_given"] += 1
+            m = session.mask_path(cam, f)
+            if m.is_file() and not mask_made_by_handanno(m):
+                out["masks_given"] += 1
+    return out
 
 
 def fit_frames(
@@ -430,7 +495,18 @@ def fit_frames(
 # the whole run
 # ----------------------------------------------------------------------------------------
 def run_pipeline(settings: PipelineSettings) -> PipelineReport:
-    """Run detect → triangulate → segment → fit → export on a session folder."""
+    """Run detect → triangulate → segment → fit → export on a session folder.
+
+    The session is locked for the run (:class:`handanno.data.lock_io.FolderLock`): a second
+    run on the same session stops at once with a message naming this one.
+    """
+    if not Path(settings.session).is_dir():
+        raise HandannoError(f"session folder {settings.session} does not exist")
+    with FolderLock(settings.session, f"handanno fit --session {settings.session}"):
+        return _run_pipeline(settings)
+
+
+def _run_pipeline(settings: PipelineSettings) -> PipelineReport:
     t_start = time.perf_counter()
     timings: dict[str, float] = {}
 
@@ -447,9 +523,14 @@ def run_pipeline(settings: PipelineSettings) -> PipelineReport:
     layer = ManoLayer(model).to(device)
     t = lap("load", t_start)
 
+    found = found_inputs(session)
+    if found["masks_given"] or found["keypoints_given"]:
+        log.info("using what the session holds: %d keypoint file(s) and %d mask(s) not made by handanno",
+                 found["keypoints_given"], found["masks_given"])  # fmt: skip
     run_detect(session, settings)
     t = lap("detect", t)
-    kp_all = read_session_keypoints(session)
+    input_notes: list[str] = []
+    kp_all = read_session_keypoints(session, notes=input_notes)
     t = lap("read", t)
 
     skipped: dict[str, str] = {}
@@ -461,7 +542,7 @@ def run_pipeline(settings: PipelineSettings) -> PipelineReport:
             skipped[f] = "hand missing in every view (no confident keypoints)"
         elif views < 2:
             skipped[f] = f"keypoints in only {views} view; need at least two to triangulate"
-        elif settings.force or not session.fit_path(f).is_file():
+        elif settings.force or _readable_fit(session.fit_path(f)) is None:
             todo.append(b)
     for f, why in skipped.items():
         log.warning("frame %s skipped: %s", f, why)
@@ -478,21 +559,36 @@ def run_pipeline(settings: PipelineSettings) -> PipelineReport:
         t = lap("triangulate", t)
         res, masks = fit_frames(layer, session, frames, kp, tri, betas, settings, device, timings)
         t = time.perf_counter()
-        if betas is None:
+        finite = _finite_frames(res)
+        if betas is None and finite.all():
             betas = res.betas
-        for i, f in enumerate(frames):
-            q = frame_quality(res.joints[i], res.vertices[i], faces_np, session.rig, kp[i], masks[i], settings)
-            rec = fit_record(settings.hand, model.name, res.pose[i], res.betas, res.trans[i], res.joints[i], q)
-            write_json(session.fit_path(f), rec)
+        # (batch index, its fit, its row in that fit, its masks)
+        per_frame = [(i, res, i, masks[i]) for i in range(len(frames)) if finite[i]]
+        for i in np.flatnonzero(~finite):  # diverged (NaN poisons the shape a batch shares): refit alone
+            tri_i = Triangulated(tri.joints3d[i : i + 1], tri.inliers[i : i + 1], tri.views_with_keypoints[i : i + 1])
+            res_i, masks_i = fit_frames(layer, session, frames[i : i + 1], kp[i : i + 1], tri_i, betas, settings,
+                                        device)  # fmt: skip
+            if _finite_frames(res_i)[0]:
+                per_frame.append((int(i), res_i, 0, masks_i[0]))
+                continue
+            skipped[frames[i]] = "the fit diverged (NaN or inf), also when fitted alone; check its keypoints and masks"
+            log.warning("frame %s skipped: %s", frames[i], skipped[frames[i]])
+        for i, r, row, frame_masks in sorted(per_frame, key=lambda x: x[0]):
+            q = frame_quality(r.joints[row], r.vertices[row], faces_np, session.rig, kp[i], frame_masks, settings)
+            rec = fit_record(settings.hand, model.name, r.pose[row], r.betas, r.trans[row], r.joints[row], q)
+            write_json(session.fit_path(frames[i]), rec)
             fitted += 1
         t = lap("quality+write", t)
 
     labels_written = 0
-    if settings.export and (fitted or settings.force or not (session.root / "labels" / "index.json").is_file()):
-        from handanno.annotate.export_freihand import export_session
+    if settings.export:
+        from handanno.annotate.export_freihand import export_session, export_up_to_date
 
-        labels_written = export_session(session, layer, source="fits", progress=settings.progress)
-        t = lap("export", t)
+        # every frame's fit, not only this run's: labels of earlier runs over other frames stay
+        whole = session if settings.frames is None else open_session(settings.session)
+        if any(whole.fit_path(f).is_file() for f in whole.frames) and not export_up_to_date(whole):
+            labels_written = export_session(whole, layer, source="fits", progress=settings.progress)
+            t = lap("export", t)
     if settings.overlays:
         from handanno.annotate.export_overlays import write_overlays
 
@@ -500,7 +596,7 @@ def run_pipeline(settings: PipelineSettings) -> PipelineReport:
         t = lap("overlays", t)
 
     accuracy = evaluate_against_ground_truth(session, layer) if (session.root / "ground_truth").is_dir() else None
-    fits = {f: read_fit(session.fit_path(f)) for f in session.frames if session.fit_path(f).is_file()}
+    fits = {f: r for f in session.frames if (r := _readable_fit(session.fit_path(f))) is not None}
     accepted = sum(bool(d.get("quality", {}).get("accepted")) for d in fits.values())
     per_frame = {f: frame_summary(d.get("quality", {})) for f, d in fits.items()}
     for f, d in fits.items():
@@ -511,10 +607,11 @@ def run_pipeline(settings: PipelineSettings) -> PipelineReport:
     report = PipelineReport(
         frames_total=len(session.frames), frames_fitted=fitted, frames_accepted=accepted, skipped=skipped,
         timings_s={k: round(v, 3) for k, v in timings.items()}, labels_written=labels_written,
-        accuracy=accuracy, report_path=report_path,
+        accuracy=accuracy, report_path=report_path, inputs_found=found,
+        notes=tuple(session.skipped) + tuple(input_notes),
     )
-    write_json(report_path, {**asdict(report), "report_path": str(report_path), "session_notes": list(session.skipped),
-                             "frames": per_frame, "settings": _settings_dict(settings)}, indent=1)
+    write_json(report_path, {**asdict(report), "report_path": str(report_path), "session_notes": list(report.notes),
+                             "frames": per_frame, "settings": _settings_dict(settings)}, indent=1)  # fmt: skip
     return report
 
 
@@ -528,11 +625,12 @@ def evaluate_against_ground_truth(session: Session, layer: ManoLayer) -> dict | 
     from handanno.data import metrics
 
     pairs = [(session.fit_path(f), session.fit_path(f, "ground_truth")) for f in session.frames]
-    pairs = [(a, b) for a, b in pairs if a.is_file() and b.is_file()]
+    pairs = [(_readable_fit(a), _readable_fit(b)) for a, b in pairs]
+    pairs = [(a, b) for a, b in pairs if a is not None and b is not None]
     if not pairs:
         return None
-    fit = [read_fit(a) for a, _ in pairs]
-    gt = [read_fit(b) for _, b in pairs]
+    fit = [a for a, _ in pairs]
+    gt = [b for _, b in pairs]
     dev = layer.faces.device
 
     def verts(recs):

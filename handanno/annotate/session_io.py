@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -26,12 +26,16 @@ import numpy as np
 from handanno.calibration.camera import CameraRig, natural_key
 from handanno.calibration.rig_io import read_rig
 from handanno.data.conventions import NUM_JOINTS
-from handanno.data.files_io import read_image, read_json, write_image, write_json
+from handanno.data.files_io import atomic_write_bytes, read_image, read_json, write_json
+from handanno.data.image_files import image_damage, image_size_from_header, png_source, png_with_source
 from handanno.errors import HandannoError
 
 log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
+# keypoint files with these sources were made by handanno's detectors: ``--force`` redoes them;
+# any other source ("given", "synth", ...) is input the user brought and is never overwritten
+DETECTED_KEYPOINT_SOURCES = ("cpm", "mediapipe")
 
 
 @dataclass(frozen=True)
@@ -44,7 +48,11 @@ class Session:
         frames: frame stems present in every camera, in natural order.
         images: ``{(camera, frame): path}``.
         skipped: human-readable notes on what was left out (cameras without images,
-            frames missing in some camera).
+            frames missing in some camera, damaged or ambiguous image files).
+        bad_views: ``{(camera, frame): why}`` for views of the selected frames whose image
+            cannot be trusted (a truncated file, a ``.jpg`` and a ``.png`` with the same
+            stem); they are not in ``images`` and every stage treats them as views without
+            the hand.
     """
 
     root: Path
@@ -52,11 +60,16 @@ class Session:
     frames: tuple[str, ...]
     images: dict[tuple[str, str], Path]
     skipped: tuple[str, ...] = ()
+    bad_views: dict[tuple[str, str], str] = field(default_factory=dict)
 
     @property
     def cameras(self) -> list[str]:
         """Camera names in rig order."""
         return self.rig.names
+
+    def image_path(self, camera: str, frame: str) -> Path | None:
+        """The view's image, or None for a view listed in ``bad_views``."""
+        return self.images.get((camera, frame))
 
     def path(self, *parts: str) -> Path:
         """A path inside the session."""
@@ -124,6 +137,7 @@ def open_session(root: str | Path, frames: str | None = None) -> Session:
         raise HandannoError(f"{img_root} not found: put each camera's images in images/<camera>/<frame>.png")
     skipped: list[str] = []
     per_cam: dict[str, dict[str, Path]] = {}
+    twins: dict[tuple[str, str], list[Path]] = {}  # (camera, stem) -> image files sharing that stem
     for cam in rig.names:
         folder = img_root / cam
         if not folder.is_dir():
@@ -132,8 +146,13 @@ def open_session(root: str | Path, frames: str | None = None) -> Session:
             skipped.append(msg)
             continue
         # hidden files (".000.x1y2.tmp.png" left by an interrupted atomic write, macOS "._000.jpg") are not frames
-        files = {p.stem: p for p in sorted(folder.iterdir())
-                 if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")}
+        files: dict[str, Path] = {}
+        for p in sorted(folder.iterdir()):
+            if p.suffix.lower() not in IMAGE_SUFFIXES or p.name.startswith("."):
+                continue
+            if p.stem in files:
+                twins.setdefault((cam, p.stem), [files[p.stem]]).append(p)
+            files[p.stem] = p
         if not files:
             msg = f"camera {cam}: its image folder {folder} has no images; it is left out"
             log.warning(msg)
@@ -159,8 +178,58 @@ def open_session(root: str | Path, frames: str | None = None) -> Session:
     if not ordered:
         raise HandannoError(f"{img_root}: no frame stem is present in every camera")
     selected = parse_frame_range(frames, ordered)
+    sub_rig = rig.subset(list(per_cam))
     images = {(c, f): per_cam[c][f] for c in per_cam for f in selected}
-    return Session(root=root, rig=rig.subset(list(per_cam)), frames=selected, images=images, skipped=tuple(skipped))
+    bad_views = _check_images(images, twins, sub_rig)
+    for (cam, frame), why in bad_views.items():
+        msg = f"camera {cam} frame {frame}: {why}; this view is left out"
+        log.warning(msg)
+        skipped.append(msg)
+        del images[(cam, frame)]
+    return Session(root=root, rig=sub_rig, frames=selected, images=images, skipped=tuple(skipped),
+                   bad_views=bad_views)  # fmt: skip
+
+
+def _check_images(
+    images: dict[tuple[str, str], Path], twins: dict[tuple[str, str], list[Path]], rig: CameraRig
+) -> dict[tuple[str, str], str]:
+    """Views whose image cannot be trusted, with why; a size that differs from the rig is an error.
+
+    Reads each file's first and last bytes only (:mod:`handanno.data.image_files`).
+
+    Raises:
+        HandannoError: an image whose size is not its camera's ``image_size`` in rig.json,
+            naming the camera, the file and both sizes.
+    """
+    bad: dict[tuple[str, str], str] = {}
+    wrong_size: dict[str, list[tuple[Path, tuple[int, int]]]] = {}
+    for (cam, frame), path in images.items():
+        if (cam, frame) in twins:
+            names = ", ".join(p.name for p in twins[(cam, frame)])
+            bad[(cam, frame)] = (f"{len(twins[(cam, frame)])} image files share the stem {frame} ({names} in "
+                                 f"{path.parent}): keep one of them")  # fmt: skip
+            continue
+        try:
+            damage = image_damage(path)
+            size = image_size_from_header(path)
+        except OSError as exc:
+            bad[(cam, frame)] = f"{path}: cannot be read ({exc})"
+            continue
+        if damage:
+            bad[(cam, frame)] = f"{path}: {damage}"
+            continue
+        want = tuple(rig[cam].image_size)
+        if size is not None and size != want:
+            wrong_size.setdefault(cam, []).append((path, size))
+    for cam, files in wrong_size.items():
+        path, size = files[0]
+        want = tuple(rig[cam].image_size)
+        more = f" (and {len(files) - 1} more of its images)" if len(files) > 1 else ""
+        raise HandannoError(
+            f"camera {cam}: {path} is {size[0]}x{size[1]} pixels{more}, but rig.json says this camera's images "
+            f"are {want[0]}x{want[1]}: use the images the rig was calibrated for, or calibrate the rig again"
+        )
+    return bad
 
 
 def read_keypoints_file(path: Path) -> np.ndarray:
@@ -192,15 +261,58 @@ def write_keypoints_file(path: Path, keypoints: np.ndarray, source: str) -> None
     write_json(path, {"keypoints": [[round(float(v), 4) for v in row] for row in kp], "source": source})
 
 
-def read_session_keypoints(session: Session, frames: tuple[str, ...] | None = None) -> np.ndarray:
-    """``(B, C, 21, 3)`` keypoints of every view; views without a file have conf 0 everywhere."""
+FAR_OUTSIDE_IMAGE = 1.0  # a keypoint more than this many image sizes outside the image is no detection
+
+
+def far_outside_image(uv_px: np.ndarray, image_size: tuple[int, int], margin: float = FAR_OUTSIDE_IMAGE) -> np.ndarray:
+    """Which points lie absurdly far outside the image: more than ``margin`` image sizes beyond an edge.
+
+    Args:
+        uv_px: ``(..., 2)`` pixels.
+        image_size: ``(W, H)``.
+        margin: in image widths (for u) and heights (for v).
+
+    Returns:
+        ``(...)`` bool.
+
+    Example:
+        >>> far_outside_image(np.array([[10.0, 10.0], [-700.0, 10.0], [1e20, 0.0]]), (640, 480)).tolist()
+        [False, True, True]
+    """
+    W, H = image_size
+    u, v = uv_px[..., 0], uv_px[..., 1]
+    return (u < -margin * W) | (u > (1 + margin) * W) | (v < -margin * H) | (v > (1 + margin) * H)
+
+
+def read_session_keypoints(
+    session: Session, frames: tuple[str, ...] | None = None, notes: list[str] | None = None
+) -> np.ndarray:
+    """``(B, C, 21, 3)`` keypoints of every view; views without a file have conf 0 everywhere.
+
+    Views in ``session.bad_views`` (damaged images) get conf 0. A keypoint with confidence
+    above 0 that lies far outside its image (:func:`far_outside_image`: a broken detector
+    output such as ``1e20``) is set to conf 0 with a warning naming the file, so it cannot
+    pull the fit of its whole batch to NaN. Each such warning is also appended to ``notes``.
+    """
     frames = session.frames if frames is None else frames
     out = np.zeros((len(frames), len(session.cameras), NUM_JOINTS, 3))
     for b, f in enumerate(frames):
-        for c, cam in enumerate(session.cameras):
-            p = session.keypoints_path(cam, f)
+        for c, cam in enumerate(session.rig):
+            if (cam.name, f) in session.bad_views:
+                continue
+            p = session.keypoints_path(cam.name, f)
             if p.is_file():
-                out[b, c] = read_keypoints_file(p)
+                kp = read_keypoints_file(p)
+                far = far_outside_image(kp[:, :2], cam.image_size) & (kp[:, 2] > 0)
+                if far.any():
+                    msg = (f"{p}: keypoint(s) {np.flatnonzero(far).tolist()} lie far outside the "
+                           f"{cam.image_size[0]}x{cam.image_size[1]} image; they are ignored (fix the file, or mark "
+                           "a keypoint the detector did not find with conf 0)")  # fmt: skip
+                    log.warning(msg)
+                    if notes is not None:
+                        notes.append(msg)
+                    kp[far, 2] = 0.0
+                out[b, c] = kp
     return out
 
 
@@ -214,9 +326,34 @@ def read_mask(path: Path, image_size: tuple[int, int] | None = None) -> np.ndarr
     return m > 127
 
 
-def write_mask(path: Path, mask: np.ndarray) -> None:
-    """Write a bool ``(H, W)`` mask as uint8 0/255 PNG, atomically."""
-    write_image(path, (np.asarray(mask) > 0).astype(np.uint8) * 255)
+# masks handanno makes say so inside the PNG (a text chunk): ``--force`` redoes only those,
+# and a mask without it is one the user brought, never overwritten
+MASK_SOURCE_GRABCUT = "grabcut"
+
+
+def write_mask(path: Path, mask: np.ndarray, source: str | None = MASK_SOURCE_GRABCUT) -> None:
+    """Write a bool ``(H, W)`` mask as uint8 0/255 PNG, atomically, marked as made by ``source``.
+
+    ``source`` None writes a plain PNG (as a user's own mask would be).
+    """
+    import cv2
+
+    ok, buf = cv2.imencode(".png", (np.asarray(mask) > 0).astype(np.uint8) * 255)
+    if not ok:
+        raise HandannoError(f"{path}: OpenCV could not encode this mask")
+    data = buf.tobytes()
+    atomic_write_bytes(path, png_with_source(data, source) if source else data)
+
+
+def mask_made_by_handanno(path: Path) -> bool:
+    """Whether ``masks/<cam>/<frame>.png`` was written by handanno (else: the user brought it)."""
+    return png_source(path) is not None
+
+
+def keypoints_made_by_handanno(path: Path) -> bool:
+    """Whether a keypoint file was written by one of handanno's detectors (else: the user's, or synth's truth)."""
+    d = read_json(path)
+    return isinstance(d, dict) and d.get("source") in DETECTED_KEYPOINT_SOURCES
 
 
 def fit_record(
@@ -224,7 +361,10 @@ def fit_record(
 ) -> dict:
     """A ``fits/<frame>.json`` record (same keys as ground_truth/)."""
     def r(a: np.ndarray, nd: int = 7) -> list:
-        return np.round(np.asarray(a, np.float64), nd).tolist()
+        arr = np.asarray(a, np.float64)
+        if not np.all(np.isfinite(arr)):
+            raise HandannoError("refusing to write a fit record with NaN or inf values (the optimisation diverged)")
+        return np.round(arr, nd).tolist()
 
     return {"hand": hand, "model": model, "pose": r(pose), "betas": r(betas), "trans": r(trans),
             "joints": r(joints), "quality": quality}

@@ -9,7 +9,6 @@ overlaps with rendering).
 from __future__ import annotations
 
 import logging
-import shutil
 import threading
 import time
 from collections import deque
@@ -51,8 +50,9 @@ def prepare_out_dir(out_dir: Path, force: bool, record: dict) -> None:
 
     An empty or missing folder is fine. A non-empty one is refused, unless ``force`` is set
     *and* it holds ``synth.json`` (an earlier synth session, finished or interrupted): then
-    synth's own outputs in it are removed first, so no stale frames stay behind. A
-    non-empty folder that synth did not make is never touched. ``record`` is written to
+    the files that session wrote (:func:`synth_files`, from its ``synth.json``) are removed
+    first, so no stale frames stay behind; anything else in the folder (a camera folder or
+    keypoints the user added, fits, labels) is kept, with a warning. ``record`` is written to
     ``synth.json`` straight away (with ``"complete": false``), so an interrupted run can be
     replaced with ``--force``; :func:`write_session_record` rewrites it at the end.
 
@@ -62,19 +62,71 @@ def prepare_out_dir(out_dir: Path, force: bool, record: dict) -> None:
     out_dir = Path(out_dir)
     check_out_dir(out_dir, force)
     if out_dir.is_dir() and any(out_dir.iterdir()):
-        for name in SYNTH_OUTPUTS:
-            p = out_dir / name
-            if p.is_dir():
-                shutil.rmtree(p)
-            elif p.exists():
+        from handanno.data.files_io import read_json
+
+        old = read_json(out_dir / "synth.json")
+        theirs = set(synth_files(out_dir, old))
+        clash = [p for p in synth_files(out_dir, record, all_keypoints=True) if p.exists() and p not in theirs]
+        if clash:
+            names = ", ".join(str(p.relative_to(out_dir)) for p in clash[:3])
+            raise HandannoError(f"{out_dir}: the new synth session would overwrite {len(clash)} file(s) the old one "
+                                f"did not make ({names}{', ...' if len(clash) > 3 else ''}); move them elsewhere "
+                                "or choose an empty folder")  # fmt: skip
+        removed = 0
+        for p in synth_files(out_dir, old):
+            if p.is_file():
                 p.unlink()
-        log.info("%s: removed the earlier synth session's outputs (--force)", out_dir)
-        others = sorted(p.name for p in out_dir.iterdir())
+                removed += 1
+        for name in SYNTH_OUTPUTS:  # folders left empty go; folders with other files stay
+            top = out_dir / name
+            if top.is_dir():
+                for d in sorted((d for d in top.rglob("*") if d.is_dir()), key=lambda d: -len(d.parts)) + [top]:
+                    if not any(d.iterdir()):
+                        d.rmdir()
+        log.info("%s: removed the earlier synth session's %d files (--force)", out_dir, removed)
+        others = sorted(str(p.relative_to(out_dir)) for p in out_dir.rglob("*") if p.is_file())
         if others:
-            log.warning("%s: kept %s (not made by synth); they belong to the old session, delete them if stale",
-                        out_dir, ", ".join(others))
+            log.warning("%s: kept %d file(s) synth did not make (%s%s); they may belong to the old session",
+                        out_dir, len(others), ", ".join(others[:3]), ", ..." if len(others) > 3 else "")  # fmt: skip
     out_dir.mkdir(parents=True, exist_ok=True)
     write_session_record(out_dir, record)
+
+
+def synth_files(out_dir: Path, record: dict, all_keypoints: bool = False) -> list[Path]:
+    """The files a synth run with this ``synth.json`` record writes into ``out_dir``.
+
+    Only these are removed by ``synth --force``: keypoint files are included only while
+    they still say ``"source": "synth"`` (one the user replaced is theirs), unless
+    ``all_keypoints``.
+    """
+    try:
+        cams = list(record["camera_roles"])
+        st = record["settings"]
+        n_frames, n_calib, ext = int(st["num_frames"]), int(st["calib_views"]), str(st["image_format"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise HandannoError(f"{out_dir / 'synth.json'}: not a synth record ({exc!r}); remove the old session's "
+                            "files by hand, or choose an empty folder") from None  # fmt: skip
+    out = [out_dir / n for n in ("rig.json", "preview.png", "synth.json", "calib/board_poses.json")]
+    for f in range(n_frames):
+        stem = f"{f:06d}"
+        out.append(out_dir / "ground_truth" / f"{stem}.json")
+        for cam in cams:
+            out += [out_dir / "images" / cam / f"{stem}.{ext}", out_dir / "masks_gt" / cam / f"{stem}.png"]
+            kp = out_dir / "keypoints2d" / cam / f"{stem}.json"
+            if all_keypoints or kp.is_file() and _is_synth_keypoints(kp):
+                out.append(kp)
+    for v in range(n_calib):
+        out += [out_dir / "calib" / cam / f"{v:06d}.{ext}" for cam in cams]
+    return out
+
+
+def _is_synth_keypoints(path: Path) -> bool:
+    import json
+
+    try:
+        return json.loads(path.read_text()).get("source") == "synth"
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 def write_session_record(out_dir: Path, record: dict) -> None:

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from handanno.data.image_files import image_damage
 from handanno.errors import HandannoError
 
 
@@ -93,6 +94,9 @@ def read_image(path: str | os.PathLike, grey: bool = False) -> np.ndarray:
     path = Path(path)
     if not path.is_file():
         raise HandannoError(f"{path}: image not found")
+    damage = image_damage(path)  # a truncated file decodes "fine", grey below the cut
+    if damage:
+        raise HandannoError(f"{path}: {damage}; replace the file")
     img = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE if grey else cv2.IMREAD_COLOR)
     if img is None:
         raise HandannoError(f"{path}: not a readable image (corrupt or unsupported format)")

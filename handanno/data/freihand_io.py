@@ -97,6 +97,21 @@ class FreiHANDSample:
     camera: str
     hand: str = "right"
     quality: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    source_record: str | None = None
+
+
+def _link_or_copy(src: Path, dst: Path) -> None:
+    """Put ``src``'s bytes at ``dst`` (a hard link where the file system allows, else a copy), atomically."""
+    import shutil
+
+    tmp = dst.with_name(f".{dst.name}.adopt")
+    tmp.unlink(missing_ok=True)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.link(src, tmp)
+    except OSError:
+        shutil.copyfile(src, tmp)
+    os.replace(tmp, dst)
 
 
 def _write_json_list(path: Path, items: Sequence[Any]) -> Path:
@@ -304,10 +319,43 @@ class FreiHANDWriter:
         write_image(self.rgb_path(idx), np.ascontiguousarray(sample.rgb))
         write_image(self.mask_path(idx), np.ascontiguousarray(arr["mask_img"]))
         index = {"id": idx, "frame": key[0], "camera": key[1], "hand": key[2], "quality": dict(sample.quality)}
+        if sample.source_record is not None:
+            index["source_record"] = sample.source_record
+        return self._append(index, arr)
+
+    def adopt(self, labels: FreiHANDLabels, i: int) -> int:
+        """Carry sample ``i`` of other handanno labels over unchanged; return its index here.
+
+        The crop and mask are hard-linked (copied where links are not possible), so no image
+        is decoded or encoded again; the labels were checked when ``labels`` was read.
+
+        Raises:
+            HandannoError: ``labels`` are not handanno's, or the sample is already here.
+        """
+        if self._closed:
+            raise HandannoError(f"{self.root}: writer already closed")
+        if labels.index is None or labels.xyz is None or labels.verts is None or labels.mano is None:
+            raise HandannoError(f"{labels.root}: only handanno's own labels can be carried over")
+        entry = dict(labels.index[i])
+        key = (str(entry["frame"]), str(entry["camera"]), str(entry.get("hand", "right")))
+        if key in self._keys:
+            raise HandannoError(f"{self.root}: frame {key[0]!r} camera {key[1]!r} hand {key[2]!r} is already labelled")
+        idx = self.num_samples
+        _link_or_copy(labels.image_paths[i], self.rgb_path(idx))
+        assert labels.mask_paths is not None
+        _link_or_copy(labels.mask_paths[i], self.mask_path(idx))
+        arr = {"K": labels.K[i], "xyz": labels.xyz[i], "verts": labels.verts[i], "mano": labels.mano[i],
+               "scale": np.float64(labels.scale[i])}  # fmt: skip
+        return self._append({**entry, "id": idx}, arr)
+
+    def _append(self, index: dict[str, Any], arr: Mapping[str, np.ndarray]) -> int:
+        """Write the pending record of a sample whose images are in place, and add it to the lists."""
+        idx = self.num_samples
+        key = (str(index["frame"]), str(index["camera"]), str(index.get("hand", "right")))
         record = {k: arr[k] for k in _LIST_KEYS} | {"index": index}
         write_json(self._pending / f"{idx:08d}.json", record)
         for k in _LIST_KEYS:
-            self._lists[k].append(arr[k])
+            self._lists[k].append(np.asarray(arr[k], dtype=np.float64))
         self._lists["index"].append(index)
         self._keys.add(key)
         return idx

@@ -190,12 +190,10 @@ def _hidden(folder: Path) -> list[str]:
     return sorted(p.name for p in folder.rglob(".*")) if folder.is_dir() else []
 
 
-def test_corrupt_image_is_an_error_naming_it_and_keeps_what_was_written(session, caplog):
-    """An unreadable image stops the run with an error naming the file (so its camera and frame); the fits
-    written before it, by this run or an earlier one, stay as they were. Measured behaviour: the segment
-    stage raises HandannoError ``.../images/cam1/000002.jpg: not a readable image (corrupt or unsupported
-    format)``; without silhouettes fitting reads no image and the export (which reads the images of
-    accepted frames only) raises the same for ``images/cam2/000000.jpg``."""
+def test_corrupt_image_is_skipped_naming_it_and_keeps_what_was_written(session, caplog):
+    """A damaged image is found when the session is opened: its view is left out with a warning naming the
+    file (so its camera and frame), the rest goes on, and the fits written before, by this run or an
+    earlier one, stay as they were."""
     run_pipeline(_settings(session, frames="0:1", fit=QUICK, export=False, accept=LOOSE))  # an earlier run
     assert read_fit(session / "fits" / "000000.json")["quality"]["accepted"]
     first = session / "fits" / "000000.json"

@@ -120,7 +120,7 @@ def _write_kp(path, rows):
 def test_keypoint_file_round_trip_and_missing_views(tmp_path):
     root = make_session(tmp_path / "s", ["cam1", "cam2"], {c: FRAMES for c in ("cam1", "cam2")})
     s = open_session(root)
-    kp = np.column_stack([np.arange(21) * 1.5, np.arange(21) * 0.25, np.linspace(0, 1, 21)])
+    kp = np.column_stack([np.arange(21) * 0.35, np.arange(21) * 0.25, np.linspace(0, 1, 21)])  # inside the 8x6 image
     session_io.write_keypoints_file(s.keypoints_path("cam2", "f2"), kp, "cpm")
     np.testing.assert_allclose(session_io.read_keypoints_file(s.keypoints_path("cam2", "f2")), kp, atol=1e-4)
     all_kp = session_io.read_session_keypoints(s)
