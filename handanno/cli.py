@@ -408,10 +408,6 @@ def calibrate_cmd(calib_dir: str, board: str, out: str, fix_intrinsics: str | No
         click.echo(f"  warning: {w}")
 
 
-if __name__ == "__main__":
-    main()
-
-
 # --------------------------------------------------------------------------- demo
 @main.command("demo")
 @click.option("--out", type=click.Path(file_okay=False), default="handanno-demo", show_default=True,
@@ -434,3 +430,7 @@ def demo_cmd(out: str, cameras: int, frames: int, image_size: str, seed: int, de
                                     image_size=parse_image_size(image_size), seed=seed, device=device,
                                     silhouette=silhouette))
     click.echo(format_summary(summary))
+
+
+if __name__ == "__main__":  # last: every command is defined by now
+    main()

@@ -30,9 +30,16 @@ def test_ci_runs_the_readme_test_command():
     assert _readme_commands()[1] in ci
 
 
-def test_cli_help_lists_commands():
+def test_cli_help_lists_every_command():
+    """``python -m handanno.cli --help`` lists every command the console script has (the ``__main__``
+    call used to stand above ``demo``, which was then missing from it)."""
+    from handanno.cli import main
+
     out = subprocess.run([sys.executable, "-m", "handanno.cli", "--help"], capture_output=True, text=True, check=True)
-    assert "Commands:" in out.stdout
+    listed = out.stdout.split("Commands:")[1].split()
+    assert set(main.commands) >= {"calibrate", "demo", "export", "fit", "synth", "train"}
+    for name in main.commands:
+        assert name in listed, name
 
 
 def test_code_passes_the_linter():

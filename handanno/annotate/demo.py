@@ -35,6 +35,8 @@ from handanno.errors import HandannoError
 
 log = logging.getLogger(__name__)
 
+DEMO_MARKER = ".handanno_demo"  # the demo replaces a non-empty --out only when it holds this
+
 
 @dataclass(frozen=True)
 class DemoSettings:
@@ -57,9 +59,12 @@ def run_demo(settings: DemoSettings) -> dict:
     """Run synth → calibrate → fit → export and return the summary (also written to ``summary.json``)."""
     out = Path(settings.out_dir)
     if out.exists() and any(out.iterdir()):
-        if not (out / "summary.json").is_file() and not (out / "session").is_dir():
-            raise HandannoError(f"{out} exists and is not a handanno demo folder; choose another --out")
+        if not (out / DEMO_MARKER).is_file():
+            raise HandannoError(f"{out} exists, is not empty and is not a folder `handanno demo` made; choose another "
+                                "--out (the demo replaces only its own folder)")  # fmt: skip
         shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / DEMO_MARKER).write_text("made by handanno demo; it replaces this folder on its next run\n")
     session_dir = out / "session"
     t0 = time.perf_counter()
     synth_settings = SynthSettings(

@@ -6,7 +6,6 @@ that runs MediaPipe skips cleanly without it.
 
 import importlib.util
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -95,14 +94,6 @@ def test_landmark_order_is_freihand_order():
         assert [n.rsplit("_", 1)[-1] for n in names[1 + 4 * f : 5 + 4 * f]] == ["MCP", "PIP", "DIP", "TIP"]
 
 
-def _drawn_hand():
-    """The drawn hand of test_grabcut.py (loaded by path: tests are not a package)."""
-    spec = importlib.util.spec_from_file_location("_grabcut_scene", Path(__file__).with_name("test_grabcut.py"))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod.drawn_hand(w=320, h=240, size=150.0, seed=0)
-
-
 @pytest.fixture(scope="module")
 def detectors():
     if not HAVE_MEDIAPIPE:
@@ -113,12 +104,12 @@ def detectors():
 
 @needs_mediapipe
 @pytest.mark.slow
-def test_mediapipe_finds_a_drawn_hand_in_freihand_order(detectors):
+def test_mediapipe_finds_a_drawn_hand_in_freihand_order(detectors, draw_hand):
     """On a drawn hand (palm + five finger strokes, 150 px) MediaPipe's keypoints land on the
     drawn joints: every keypoint is nearest to the drawn joint of the same index, and the
     median error is a few px (measured 2.9 px; the wrist differs most, ~25 px, because the
     drawing puts it at the end of a stump). Tolerance 8 px: ~5 % of the hand's size."""
-    img, _, kp_true = _drawn_hand()
+    img, _, kp_true = draw_hand(w=320, h=240, size=150.0, seed=0)
     kp = detectors["right"](img)
     assert kp is not None and kp.shape == (21, 3)
     assert np.all((kp[:, 2] > 0.5) & (kp[:, 2] <= 1.0))
@@ -129,10 +120,10 @@ def test_mediapipe_finds_a_drawn_hand_in_freihand_order(detectors):
 
 @needs_mediapipe
 @pytest.mark.slow
-def test_mediapipe_picks_the_requested_hand(detectors):
+def test_mediapipe_picks_the_requested_hand(detectors, draw_hand):
     """A hand and its mirror image side by side are a right and a left hand: each side request
     gets its own, and the two choices differ (MediaPipe labels them oppositely)."""
-    img, _, _ = _drawn_hand()
+    img, _, _ = draw_hand(w=320, h=240, size=150.0, seed=0)
     both = np.hstack([img, img[:, ::-1]])
     W = img.shape[1]
     a = detectors["right"](both)

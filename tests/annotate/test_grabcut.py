@@ -7,67 +7,10 @@ import pytest
 from handanno.annotate import grabcut
 from handanno.annotate.raycast import mask_iou
 
-SKIN_BGR = (105, 145, 215)
-
-
-def _textured_background(w: int, h: int, rng: np.random.Generator) -> np.ndarray:
-    """Clutter: smooth colour fields, random rectangles and stripes, pixel noise (no skin tones)."""
-    low = rng.uniform(20, 200, (6, 8, 3)).astype(np.float32)
-    low[..., 2] *= 0.6  # keep the red channel low: no patch looks like skin
-    img = cv2.resize(low, (w, h), interpolation=cv2.INTER_CUBIC)
-    for _ in range(25):
-        x0, y0 = int(rng.integers(0, w)), int(rng.integers(0, h))
-        col = rng.uniform(0, 180, 3) * np.array([1.0, 1.0, 0.6])
-        cv2.rectangle(img, (x0, y0), (x0 + int(rng.integers(4, w // 10)), y0 + int(rng.integers(4, h // 10))),
-                      col.tolist(), -1)
-    for x in range(0, w, 23):
-        cv2.line(img, (x, 0), (x + h // 3, h), (40.0, 90.0, 30.0), 2)
-    img += rng.normal(0, 6, img.shape).astype(np.float32)
-    return np.clip(img, 0, 255).astype(np.uint8)
-
-
-def drawn_hand(w: int = 320, h: int = 240, size: float = 150.0, seed: int = 0):
-    """An image of a skin-coloured hand (palm ellipse + five finger strokes) on clutter.
-
-    Returns:
-        ``image (H, W, 3)`` uint8, ``mask (H, W)`` bool (the drawn hand) and ``keypoints
-        (21, 3)`` ``[u, v, 1]`` in FreiHAND order along the drawn fingers.
-    """
-    rng = np.random.default_rng(seed)
-    img = _textured_background(w, h, rng)
-    cx, cy = w / 2, h / 2 + 0.2 * size
-    S = size
-    mask = np.zeros((h, w), np.uint8)
-    palm = (cx, cy)
-    cv2.ellipse(mask, (int(cx), int(cy)), (int(0.24 * S), int(0.26 * S)), 0, 0, 360, 1, -1)
-    kp = np.zeros((21, 3))
-    kp[0] = (cx, cy + 0.3 * S, 1)
-    cv2.line(mask, (int(cx), int(cy)), (int(cx), int(cy + 0.32 * S)), 1, int(0.3 * S))  # wrist
-    # (knuckle offset from the palm centre, direction angle from "up", length, width), index..pinky then thumb
-    fingers = {
-        5: ((-0.15, -0.2), -0.18, 0.42, 0.085),
-        9: ((-0.04, -0.24), -0.04, 0.47, 0.09),
-        13: ((0.07, -0.22), 0.1, 0.43, 0.085),
-        17: ((0.17, -0.16), 0.3, 0.33, 0.075),
-        1: ((-0.15, 0.1), -1.0, 0.4, 0.095),
-    }
-    for k0, ((dx, dy), ang, length, width) in fingers.items():
-        base = np.array([palm[0] + dx * S, palm[1] + dy * S])
-        d = np.array([np.sin(ang), -np.cos(ang)])
-        pts = [base + d * length * S * t for t in (0.0, 0.4, 0.7, 1.0)]
-        for j, p in enumerate(pts):
-            kp[k0 + j] = (p[0], p[1], 1)
-        cv2.line(mask, tuple(int(v) for v in pts[0]), tuple(int(v) for v in pts[-1]), 1, int(width * S))
-    m = mask > 0
-    shade = 1.0 + 0.12 * np.sin(np.arange(w) / 17.0)[None, :, None]
-    skin = np.clip(np.array(SKIN_BGR, np.float32) * shade + rng.normal(0, 5, (h, w, 3)), 0, 255).astype(np.uint8)
-    img[m] = skin[m]
-    return img, m, kp
-
 
 @pytest.fixture(scope="module")
-def hand():
-    return drawn_hand()
+def hand(draw_hand):
+    return draw_hand()
 
 
 def test_keypoint_seeded_grabcut_recovers_the_hand(hand):
@@ -120,7 +63,7 @@ def test_seed_labels_convention(hand):
     assert seeds[0, 0] == cv2.GC_BGD
 
 
-def test_downscaled_crop_matches_full_resolution():
+def test_downscaled_crop_matches_full_resolution(draw_hand):
     """The downscaled crop GrabCut runs on agrees with GrabCut at full resolution.
 
     The scene is drawn at 640x480 with a 300 px hand; the default ``work_size`` 192 makes
@@ -133,7 +76,7 @@ def test_downscaled_crop_matches_full_resolution():
     with the outline, so it is less stable at high resolution); background 0 is one where
     full resolution succeeds, so the comparison is meaningful.
     """
-    img, truth, kp = drawn_hand(w=640, h=480, size=300.0)
+    img, truth, kp = draw_hand(w=640, h=480, size=300.0)
     settings = grabcut.GrabCutSettings()
     seeds = grabcut.seeds_from_keypoints(kp, (640, 480), settings)
     fast = grabcut.grabcut(img, seeds, settings)

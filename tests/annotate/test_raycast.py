@@ -230,6 +230,7 @@ def test_torch_caster_matches_open3d_on_the_hand(hand_model_posed):
         np.testing.assert_allclose(a.normals_world[same], b.normals_world[same], atol=1e-4)
 
 
+@pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_torch_caster_cuda_matches_cpu():
     cam = _camera(size=(80, 60))
