@@ -13,35 +13,40 @@ import numpy as np
 import pytest
 
 from handanno.data.conventions import MANO_PARENTS, TIP_VERTEX_IDS
-from handanno.models import open_hand as oh
+from handanno.handmodel.lbs_reference import lbs
+from handanno.handmodel.open_hand.assets import ASSET_DIR, ASSET_FILES, MODEL_VERSION, generate_model, model_digest
+from handanno.handmodel.open_hand.poses import curl_pose, flexion_axes, preview_poses
+from handanno.handmodel.open_hand.preview import PREVIEW_VIEWS, deformation_report, render_pose
+from handanno.handmodel.open_hand.skeleton import FINGERS, SHAPE_BASIS, shape_from_betas, skeleton
+from handanno.handmodel.open_hand.skinning import JREG_NEIGHBOURS
+from handanno.handmodel.open_hand.surface import self_intersections, signed_volume
 
-ASSETS = Path(oh.__file__).resolve().parent.parent / "assets"
 OUTPUTS = Path(__file__).resolve().parent.parent / "outputs"
 SIDES = ("right", "left")
 MIRROR = np.array([-1.0, 1.0, 1.0])
 AA_MIRROR = np.array([1.0, -1.0, -1.0])
 # MANO joint ids of each digit's chain, and its tip vertex
 CHAINS = {"thumb": (13, 14, 15), "index": (1, 2, 3), "middle": (4, 5, 6), "ring": (10, 11, 12), "pinky": (7, 8, 9)}
-TIPS = dict(zip(oh.FINGERS, TIP_VERTEX_IDS.tolist(), strict=True))
+TIPS = dict(zip(FINGERS, TIP_VERTEX_IDS.tolist(), strict=True))
 
 
 @pytest.fixture(scope="module")
 def generated() -> dict[str, dict]:
-    return {side: oh.generate_model(side) for side in SIDES}
+    return {side: generate_model(side) for side in SIDES}
 
 
 @pytest.fixture(scope="module")
 def committed() -> dict[str, dict]:
     out = {}
     for side in SIDES:
-        with (ASSETS / oh.ASSET_FILES[side]).open("rb") as fh:  # our own file, in the repository
+        with (ASSET_DIR / ASSET_FILES[side]).open("rb") as fh:  # our own file, in the repository
             out[side] = pickle.load(fh)
     return out
 
 
 def posed(model: dict, full_pose: np.ndarray, betas: np.ndarray | None = None) -> np.ndarray:
     betas = np.zeros((1, 10)) if betas is None else betas[None]
-    return oh.lbs(model, full_pose[None], betas, np.zeros((1, 3)))[0][0]
+    return lbs(model, full_pose[None], betas, np.zeros((1, 3)))[0][0]
 
 
 def shaped(model: dict, i: int, beta: float) -> np.ndarray:
@@ -75,7 +80,7 @@ def test_keys_shapes_dtypes(committed, side):
     for key, (shape, dtype) in shapes.items():
         assert d[key].shape == shape and d[key].dtype == dtype, key
     assert set(d) == set(shapes) | {"bs_style", "bs_type", "model_name", "version"}
-    assert d["model_name"] == "handanno-open-hand" and d["version"] == oh.MODEL_VERSION
+    assert d["model_name"] == "handanno-open-hand" and d["version"] == MODEL_VERSION
     assert (d["bs_style"], d["bs_type"]) == ("lbs", "lrotmin")
     assert (
         d["kintree_table"][0].tolist() == MANO_PARENTS.tolist() == [-1, 0, 1, 2, 0, 4, 5, 0, 7, 8, 0, 10, 11, 0, 13, 14]
@@ -88,7 +93,7 @@ def test_keys_shapes_dtypes(committed, side):
 
 @pytest.mark.parametrize("side", SIDES)
 def test_asset_files_are_small(side):
-    assert (ASSETS / oh.ASSET_FILES[side]).stat().st_size < 3_000_000
+    assert (ASSET_DIR / ASSET_FILES[side]).stat().st_size < 3_000_000
 
 
 @pytest.mark.parametrize("side", SIDES)
@@ -99,7 +104,7 @@ def test_committed_assets_equal_a_fresh_generation(generated, committed, side):
     for key in fresh:
         a, b = np.asarray(fresh[key]), np.asarray(file[key])
         assert a.dtype == b.dtype and np.array_equal(a, b), key
-    assert oh.model_digest(fresh) == oh.model_digest(file)
+    assert model_digest(fresh) == model_digest(file)
 
 
 def test_loads_through_the_safe_loader(monkeypatch):
@@ -125,12 +130,12 @@ def test_closed_genus0_surface(committed, side):
     d = committed[side]
     mesh = trimesh.Trimesh(d["v_template"], d["f"], process=False)
     assert mesh.is_watertight and mesh.is_winding_consistent
-    assert mesh.volume > 0 and oh.signed_volume(d["v_template"], d["f"]) > 0  # faces wind outwards
+    assert mesh.volume > 0 and signed_volume(d["v_template"], d["f"]) > 0  # faces wind outwards
     assert mesh.euler_number == 2  # genus 0: V - E + F = 778 - 2328 + 1552
     assert len(np.unique(np.sort(d["f"], axis=1), axis=0)) == 1552  # no duplicate faces
     o3 = o3d.geometry.TriangleMesh(o3d.utility.Vector3dVector(d["v_template"]), o3d.utility.Vector3iVector(d["f"]))
     assert o3.is_edge_manifold() and o3.is_vertex_manifold()
-    assert len(oh.self_intersections(d["v_template"], d["f"])) == 0
+    assert len(self_intersections(d["v_template"], d["f"])) == 0
     # no degenerate triangles: the smallest angle of any face is above 5 degrees (6.1 at the webs)
     v = d["v_template"][d["f"]]
     for k in range(3):
@@ -203,11 +208,11 @@ def test_weights_and_regressor_rows(committed):
     assert W.min() >= 0 and R.min() >= 0
     np.testing.assert_allclose(W.sum(1), 1.0, atol=1e-12)
     np.testing.assert_allclose(R.sum(1), 1.0, atol=1e-12)
-    np.testing.assert_allclose(d["J"], oh.skeleton().joints, atol=1e-7)  # the designed joints (1e-8 m rounding)
+    np.testing.assert_allclose(d["J"], skeleton().joints, atol=1e-7)  # the designed joints (1e-8 m rounding)
     # every joint draws on nearby vertices only
     for j in range(16):
         used = np.nonzero(R[j])[0]
-        assert 10 <= len(used) <= oh.JREG_NEIGHBOURS
+        assert 10 <= len(used) <= JREG_NEIGHBOURS
         assert np.linalg.norm(d["v_template"][used] - d["J"][j], axis=1).max() < 0.03
 
 
@@ -237,21 +242,21 @@ def test_bend_90_degrees(committed, side, digits, joints):
     so the mesh stays watertight by construction.
     """
     d = committed[side]
-    pose = oh.curl_pose(side, {f: [np.pi / 2 if k in joints else 0.0 for k in range(3)] for f in digits})
+    pose = curl_pose(side, {f: [np.pi / 2 if k in joints else 0.0 for k in range(3)] for f in digits})
     if "thumb" in digits:
         pose[13] = 0.0  # the thumb's CMC is a carpometacarpal joint, not a finger joint
-    rep = oh.deformation_report(d, pose)
+    rep = deformation_report(d, pose)
     assert rep.flipped == 0, rep
     assert rep.min_area_ratio > 0.1, rep
     assert abs(rep.volume_ratio - 1.0) < 0.15, rep
 
 
 def test_fist_volume_change_is_small(committed):
-    pose = oh.curl_pose(
+    pose = curl_pose(
         "right",
         {f: [np.pi / 2] * 3 for f in ("index", "middle", "ring", "pinky")} | {"thumb": [0, np.pi / 2, np.pi / 2]},
     )
-    rep = oh.deformation_report(committed["right"], pose)
+    rep = deformation_report(committed["right"], pose)
     assert -0.12 < rep.volume_ratio - 1.0 < 0.0  # -10.3% at the time of writing
 
 
@@ -267,7 +272,7 @@ def test_plausible_poses_rarely_fold_a_face(committed):
     for x in X:
         pose = np.zeros((16, 3))
         pose[1:] = x.reshape(15, 3)
-        rep = oh.deformation_report(d, pose)
+        rep = deformation_report(d, pose)
         folded += rep.flipped > 0
         assert rep.flipped <= 8 and abs(rep.volume_ratio - 1.0) < 0.12, rep
     assert folded <= 0.05 * len(X)
@@ -276,12 +281,12 @@ def test_plausible_poses_rarely_fold_a_face(committed):
 def test_flexion_axes_curl_towards_the_palm(committed):
     """A positive rotation about :func:`flexion_axes` moves every bone palmar (right: -y, thumb: towards its pad)."""
     d = committed["right"]
-    sk = oh.skeleton()
+    sk = skeleton()
     for finger, chain in CHAINS.items():
         f = sk.fingers[finger]
         for k, j in enumerate(chain):
             pose = np.zeros((16, 3))
-            pose[j] = 0.5 * oh.flexion_axes()[j]
+            pose[j] = 0.5 * flexion_axes()[j]
             v = posed(d, pose)
             moved = v[TIPS[finger]] - d["v_template"][TIPS[finger]]
             assert moved @ -f.dorsal[k] > 0.005, (finger, k)
@@ -299,7 +304,7 @@ def _finger_width(model: dict, v: np.ndarray, finger: str, bone: int, at: float)
     a = J[chain[bone]]
     b = J[chain[bone + 1]] if bone < 2 else v[TIPS[finger]]
     axis = (b - a) / np.linalg.norm(b - a)
-    lateral = oh.skeleton().fingers[finger].lateral[bone]
+    lateral = skeleton().fingers[finger].lateral[bone]
     own = np.nonzero(np.argmax(model["weights"], axis=1) == chain[bone])[0]
     s = (v[own] - a) @ axis / np.linalg.norm(b - a)
     ring = own[np.abs(s - at) < 0.12]
@@ -350,7 +355,7 @@ def test_shape_blendshapes_change_what_they_claim(committed):
         m1 = measures(shaped(d, i, 1.0))
         for key, rel in expect.items():
             got = m1[key] / m0[key] - 1.0
-            assert abs(got - rel) < 0.02 + 0.25 * abs(rel), (oh.SHAPE_BASIS[i][0], key, got, rel)
+            assert abs(got - rel) < 0.02 + 0.25 * abs(rel), (SHAPE_BASIS[i][0], key, got, rel)
 
 
 def test_joints_follow_shape(committed):
@@ -365,8 +370,8 @@ def test_joints_follow_shape(committed):
             betas = np.zeros(10)
             betas[i] = beta
             J = d["J_regressor"] @ (d["v_template"] + d["shapedirs"] @ betas)
-            err = np.linalg.norm(J - oh.skeleton(oh.shape_from_betas(betas)).joints, axis=1).max()
-            assert err < 0.0035, (oh.SHAPE_BASIS[i][0], beta, err)
+            err = np.linalg.norm(J - skeleton(shape_from_betas(betas)).joints, axis=1).max()
+            assert err < 0.0035, (SHAPE_BASIS[i][0], beta, err)
 
 
 def test_extreme_betas_stay_plausible(committed):
@@ -384,7 +389,7 @@ def test_extreme_betas_stay_plausible(committed):
             assert ((n * n0).sum(1) > 0).all(), (i, beta)
             length = np.linalg.norm(v[TIPS["middle"]] - d["J_regressor"][0] @ v)
             assert 0.14 < length < 0.23
-            assert len(oh.self_intersections(v, d["f"])) == 0, (oh.SHAPE_BASIS[i][0], beta)
+            assert len(self_intersections(v, d["f"])) == 0, (SHAPE_BASIS[i][0], beta)
 
 
 # ---------------------------------------------------------------------------------------
@@ -400,7 +405,7 @@ def test_pose_space(committed):
     assert np.all(np.diff(std) <= 1e-6)  # by decreasing variance
     assert np.allclose(d["hands_coeffs"].mean(axis=0), 0.0, atol=1e-5)  # centred on hands_mean
     # hands_mean: a relaxed, slightly curled hand - every finger joint flexed 5-40 degrees
-    axes = oh.flexion_axes()
+    axes = flexion_axes()
     mean = d["hands_mean"].reshape(15, 3)
     flex = np.degrees((mean * axes[1:]).sum(1))
     assert np.all((flex > 5) & (flex < 40)), flex
@@ -460,7 +465,7 @@ def test_smplx_mano_loads_and_agrees(committed, side):
                 transl=torch.tensor(trans))  # fmt: skip
     full = pose.copy()
     full[:, 3:] += d["hands_mean"]
-    verts, joints = oh.lbs(d, full.reshape(3, 16, 3), betas, trans)
+    verts, joints = lbs(d, full.reshape(3, 16, 3), betas, trans)
     # smplx casts the model arrays to float32 on loading: 1e-6 m covers that rounding
     np.testing.assert_allclose(out.vertices.numpy(), verts, atol=1e-6)
     np.testing.assert_allclose(out.joints.numpy()[:, :16], joints, atol=1e-6)
@@ -480,7 +485,7 @@ def test_mano_layer_agrees_with_the_oracle(committed, side):
     out = layer(torch.tensor(pose), torch.tensor(betas), torch.tensor(trans))
     full = pose.copy()
     full[:, 3:] += d["hands_mean"]
-    verts, joints = oh.lbs(d, full.reshape(4, 16, 3), betas, trans)
+    verts, joints = lbs(d, full.reshape(4, 16, 3), betas, trans)
     # both float64 on the same arrays; the layer's Rodrigues uses smplx's |aa + 1e-8| angle
     # guard, which moves a vertex ~0.1 m from its joint by ~1e-9 m: 1e-8 m covers it (the
     # required agreement is 1e-5 m)
@@ -500,14 +505,14 @@ def test_previews(committed, side):
     from handanno.data.files_io import write_image
 
     d = committed[side]
-    poses = oh.preview_poses(d, side)
+    poses = preview_poses(d, side)
     tips = d["tip_vertex_ids"]
     pinch = posed(d, poses["pinch"])
     assert np.linalg.norm(pinch[tips[0]] - pinch[tips[1]]) < 0.008  # thumb tip meets index tip
     prefix = "open_hand" if side == "right" else "open_hand_left"
     for name in ("open", "relaxed", "fist", "pinch"):
-        img = oh.render_pose(d, poses[name], side)
-        assert img.shape == (360, 360 * len(oh.PREVIEW_VIEWS), 3)
+        img = render_pose(d, poses[name], side)
+        assert img.shape == (360, 360 * len(PREVIEW_VIEWS), 3)
         skin = (img.astype(int).sum(axis=2) < 720).mean()
         assert 0.08 < skin < 0.6  # a hand fills a fair part of each view
         inside_out = (img[..., 2] > 120) & (img[..., 0] < 60) & (img[..., 1] < 60)
