@@ -231,6 +231,9 @@ class Detection:
         corners_px: ``(K, 2)`` float64 pixel positions ``(u, v)``.
         image_size: ``(width, height)`` of the image, pixels.
         markers_found: ChArUco markers detected (0 for chessboards), for diagnostics.
+        refused: why corners that were found are not used (empty when none were refused):
+            a chessboard whose corner order the image does not tell
+            (:func:`canonical_chessboard_order`). A refused detection has ``K = 0``.
 
     Convention:
         ``corners_px[k]`` is where corner ``corner_ids[k]`` was seen; pixel (0, 0) is the
@@ -241,6 +244,7 @@ class Detection:
     corners_px: np.ndarray
     image_size: tuple[int, int]
     markers_found: int = 0
+    refused: str = ""
 
     def __post_init__(self) -> None:
         ids = np.asarray(self.corner_ids, dtype=np.int64).reshape(-1)
@@ -261,9 +265,9 @@ class Detection:
         return int(self.corner_ids.shape[0])
 
     @classmethod
-    def empty(cls, image_size: tuple[int, int], markers_found: int = 0) -> Detection:
-        """A detection with no corners."""
-        return cls(np.zeros(0, np.int64), np.zeros((0, 2)), image_size, markers_found)
+    def empty(cls, image_size: tuple[int, int], markers_found: int = 0, refused: str = "") -> Detection:
+        """A detection with no corners (``refused``: why corners found were not used)."""
+        return cls(np.zeros(0, np.int64), np.zeros((0, 2)), image_size, markers_found, refused)
 
     def dense(self, num_corners: int) -> np.ndarray:
         """``(N, 2)`` pixels with NaN rows for corners not found."""
@@ -296,7 +300,8 @@ def detect_board(image: np.ndarray, spec: BoardSpec, detector_params=None) -> De
         A :class:`Detection`; ``K = 0`` when the board is not found. ChArUco boards give any
         subset of corners interpolated from at least 2 neighbouring markers; chessboards
         give all corners or none (``findChessboardCorners`` + ``cornerSubPix``, falling
-        back to ``findChessboardCornersSB``), in :func:`canonical_chessboard_order`.
+        back to ``findChessboardCornersSB``), in :func:`canonical_chessboard_order`; when
+        the image does not tell that order, none, with the reason in ``refused``.
     """
     import cv2
 
@@ -331,7 +336,15 @@ def detect_board(image: np.ndarray, spec: BoardSpec, detector_params=None) -> De
         )
     if not found or corners is None:
         return Detection.empty(size)
-    corners = canonical_chessboard_order(grey, corners.reshape(-1, 2).astype(np.float64), pattern)
+    found_px = corners.reshape(-1, 2).astype(np.float64)  # (N, 2)
+    corners = canonical_chessboard_order(grey, found_px, pattern)
+    if corners is None:
+        evidence = chessboard_order_evidence(grey, found_px, pattern)
+        return Detection.empty(size, refused=(
+            f"the chessboard's corners were found but their order (which end is corner 0) is ambiguous: "
+            f"{evidence.describe()}; the view is left out rather than risk a board turned by 180 degrees "
+            "(light the board evenly, avoid glare, bring it closer or in focus)"
+        ))  # fmt: skip
     return Detection(np.arange(spec.num_corners), corners, size)
 
 
@@ -343,46 +356,147 @@ def chessboard_is_symmetric(spec: BoardSpec) -> bool:
     return spec.kind == "chessboard" and (spec.size_x + spec.size_y) % 2 == 0
 
 
-def canonical_chessboard_order(grey: np.ndarray, corners_px: np.ndarray, pattern: tuple[int, int]) -> np.ndarray:
-    """Put chessboard corners in the board's own order: corner 0 touches a black outer square.
+# Contrast (grey levels) and share of neighbouring squares that must agree before a chessboard's corner
+# order is taken from the image (:func:`chessboard_order_evidence`); below either, the view is refused.
+ORDER_MIN_CONTRAST_GREY = 5.0
+ORDER_MIN_AGREEMENT = 0.8
 
-    ``findChessboardCornersSB`` and ``findChessboardCorners`` start from opposite ends of
-    the same board (checked on rotated renders of a 9x6 board), so the order is fixed here
-    from the image: on a board with ``nx + ny`` odd the outer squares diagonal to the first
-    and the last corner have different colours, and corner 0 is the one at the black
-    square (a board printed with a black top-left square, as OpenCV's pattern). Symmetric
-    boards (``nx + ny`` even) are returned as found.
+
+@dataclass(frozen=True)
+class OrderEvidence:
+    """What an image says about the order of a chessboard's corners.
+
+    Attributes:
+        contrast_grey: median, over pairs of neighbouring inner squares, of the grey level of
+            the square that is white in the found order minus the one that is black there
+            (grey levels of the ``uint8`` image): positive when the corners are already in
+            the board's order (:func:`canonical_chessboard_order`), negative when reversed.
+        agreement: fraction of those pairs whose difference has the sign of
+            ``contrast_grey``, in ``[0, 1]``.
+        pairs: number of neighbouring square pairs measured.
+
+    Convention:
+        Inner square ``(i, j)`` (column, row) lies between corners ``(i, j)``, ``(i + 1, j)``,
+        ``(i, j + 1)`` and ``(i + 1, j + 1)`` of the grid; in the board's order it is black
+        when ``i + j`` is even (the outer square diagonal to corner 0 is black).
+    """
+
+    contrast_grey: float
+    agreement: float
+    pairs: int
+
+    def decided(
+        self, min_contrast_grey: float = ORDER_MIN_CONTRAST_GREY, min_agreement: float = ORDER_MIN_AGREEMENT
+    ) -> bool:
+        """True when the evidence clears both margins (the order can be trusted)."""
+        return abs(self.contrast_grey) >= min_contrast_grey and self.agreement >= min_agreement
+
+    def describe(
+        self, min_contrast_grey: float = ORDER_MIN_CONTRAST_GREY, min_agreement: float = ORDER_MIN_AGREEMENT
+    ) -> str:
+        """One phrase for the user, e.g. ``"black and white squares differ by 2.1 grey levels ..."``."""
+        return (
+            f"black and white squares differ by {abs(self.contrast_grey):.1f} grey levels (at least "
+            f"{min_contrast_grey:g} needed) and {self.agreement:.0%} of {self.pairs} neighbouring square pairs "
+            f"agree (at least {min_agreement:.0%} needed)"
+        )
+
+
+def chessboard_order_evidence(grey: np.ndarray, corners_px: np.ndarray, pattern: tuple[int, int]) -> OrderEvidence:
+    """Measure which way round a chessboard's corners are, from the colours of its inner squares.
+
+    On a board with ``nx + ny`` odd, a 180 degree turn of the corner grid swaps the colours
+    of all inner squares, so comparing each pair of neighbouring inner squares is a vote on
+    the order. Each square's grey level is the median of 5 x 5 samples over the middle of
+    the quad of its four corners (perspective and distortion stay small across one square);
+    comparing neighbours, rather than all squares with a global threshold, keeps lighting
+    gradients out of the vote. The outer squares are not used: they lie beyond the corners
+    found, where glare, a holding hand or the edge of the print can change their colour.
 
     Args:
         grey: ``(H, W)`` uint8 image.
-        corners_px: ``(N, 2)`` corners in row-major order of ``pattern``.
+        corners_px: ``(N, 2)`` corners in row-major order of ``pattern``, pixels.
         pattern: ``(nx, ny)`` inner corners.
 
     Returns:
-        ``(N, 2)`` corners, possibly reversed (a 180 degree turn of the grid).
+        The :class:`OrderEvidence` (``pairs == 0`` on a board without two inner squares).
+
+    Example:
+        >>> cells = np.add.outer(np.arange(4), np.arange(5)) % 2 * 255  # 5 x 4 squares, black top-left
+        >>> img = np.kron(cells, np.ones((20, 20))).astype(np.uint8)
+        >>> row, col = np.divmod(np.arange(12), 4)
+        >>> corners = np.stack([(col + 1) * 20 - 0.5, (row + 1) * 20 - 0.5], axis=1)
+        >>> ev = chessboard_order_evidence(img, corners, (4, 3))
+        >>> (round(ev.contrast_grey), ev.agreement, ev.pairs)
+        (255, 1.0, 7)
+        >>> chessboard_order_evidence(img, corners[::-1].copy(), (4, 3)).contrast_grey < 0
+        True
     """
     import cv2
 
     nx, ny = pattern
     check_shape(corners_px, (nx * ny, 2), "corners_px")
+    grid = corners_px.reshape(ny, nx, 2)  # (ny, nx, 2), grid[j, i] = corner (col i, row j)
+    s = np.linspace(0.3, 0.7, 5)
+    a, b = (w.reshape(1, 1, -1, 1) for w in np.meshgrid(s, s))  # (1, 1, 25, 1) along x, along y
+    p00, p01 = grid[:-1, :-1, None], grid[:-1, 1:, None]  # (ny-1, nx-1, 1, 2)
+    p10, p11 = grid[1:, :-1, None], grid[1:, 1:, None]
+    pts = (1 - a) * (1 - b) * p00 + a * (1 - b) * p01 + (1 - a) * b * p10 + a * b * p11  # (ny-1, nx-1, 25, 2)
+    S = (ny - 1) * (nx - 1)
+    if S < 2:
+        return OrderEvidence(0.0, 0.0, 0)
+    maps = pts.reshape(S, 25, 2).astype(np.float32)  # (S, 25, 2)
+    samples = cv2.remap(np.asarray(grey, np.float32), maps[..., 0], maps[..., 1], cv2.INTER_LINEAR,
+                        borderMode=cv2.BORDER_REPLICATE)  # (S, 25)  # fmt: skip
+    g = np.median(samples, axis=1).reshape(ny - 1, nx - 1)  # (ny-1, nx-1) grey per inner square
+    dark = np.add.outer(np.arange(ny - 1), np.arange(nx - 1)) % 2 == 0  # (ny-1, nx-1) black in board order
+    sign = np.where(dark, 1.0, -1.0)
+    right = (g[:, 1:] - g[:, :-1]) * sign[:, :-1]  # (ny-1, nx-2) right minus left neighbour, light minus dark
+    below = (g[1:, :] - g[:-1, :]) * sign[:-1, :]  # (ny-2, nx-1) lower minus upper neighbour
+    diff = np.concatenate([right.ravel(), below.ravel()])  # (P,)
+    contrast = float(np.median(diff))
+    agreement = float(np.mean(np.sign(diff) == np.sign(contrast))) if contrast != 0 else 0.0
+    return OrderEvidence(contrast, agreement, int(diff.size))
+
+
+def canonical_chessboard_order(
+    grey: np.ndarray,
+    corners_px: np.ndarray,
+    pattern: tuple[int, int],
+    min_contrast_grey: float = ORDER_MIN_CONTRAST_GREY,
+    min_agreement: float = ORDER_MIN_AGREEMENT,
+) -> np.ndarray | None:
+    """Put chessboard corners in the board's own order: corner 0 touches a black outer square.
+
+    ``findChessboardCornersSB`` and ``findChessboardCorners`` start from opposite ends of
+    the same board (checked on rotated renders of a 9x6 board), so the order is fixed here
+    from the image (:func:`chessboard_order_evidence`): on a board with ``nx + ny`` odd a
+    180 degree turn swaps the colours of the squares, and corner 0 is the one at the black
+    outer square (a board printed with a black top-left square, as OpenCV's pattern).
+    When the image does not tell the two orders apart (contrast or agreement below the
+    margins), ``None`` is returned: a possibly reversed order is never kept, since one view
+    reversed in one camera wrecks a multi-camera calibration. Symmetric boards
+    (``nx + ny`` even) are returned as found.
+
+    Args:
+        grey: ``(H, W)`` uint8 image.
+        corners_px: ``(N, 2)`` corners in row-major order of ``pattern``.
+        pattern: ``(nx, ny)`` inner corners.
+        min_contrast_grey: least ``|contrast_grey|`` of :class:`OrderEvidence`, grey levels.
+        min_agreement: least agreement of :class:`OrderEvidence`.
+
+    Returns:
+        ``(N, 2)`` corners, possibly reversed (a 180 degree turn of the grid), or ``None``
+        when the order is ambiguous.
+    """
+    nx, ny = pattern
+    check_shape(corners_px, (nx * ny, 2), "corners_px")
     if (nx + ny) % 2 == 0:
         return corners_px
-    grid = corners_px.reshape(ny, nx, 2)
-    first = grid[0, 0] + (grid[0, 0] - grid[1, 1]) / 2  # centre of the outer square diagonal to corner 0
-    last = grid[-1, -1] + (grid[-1, -1] - grid[-2, -2]) / 2
-    half = max(1, int(np.linalg.norm(grid[0, 0] - grid[1, 1]) / 8))
-    H, W = grey.shape[:2]
-
-    def level(p: np.ndarray) -> float | None:
-        if not (half <= p[0] < W - half and half <= p[1] < H - half):
-            return None
-        patch = cv2.getRectSubPix(grey, (2 * half + 1, 2 * half + 1), (float(p[0]), float(p[1])))
-        return float(patch.mean())
-
-    a, b = level(first), level(last)
-    if a is None or b is None:
-        return corners_px
-    return corners_px[::-1].copy() if a > b else corners_px
+    evidence = chessboard_order_evidence(grey, corners_px, pattern)
+    if not evidence.decided(min_contrast_grey, min_agreement):
+        return None
+    return corners_px if evidence.contrast_grey > 0 else corners_px[::-1].copy()
 
 
 def _count_markers(grey: np.ndarray, dictionary_name: str, params=None) -> np.ndarray:

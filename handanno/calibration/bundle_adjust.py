@@ -523,6 +523,8 @@ class BundleAdjustResult:
         initial_rms_px: RMS before, px. rms_px: RMS after, px (true RMS of residual norms).
         nfev: function evaluations. success: scipy's flag. message: scipy's message.
         seconds: wall time.
+        hit_limit: the solver stopped on its evaluation limit
+            (:attr:`BundleAdjustSettings.max_nfev`; scipy's status 0) before converging.
     """
 
     state: BundleState
@@ -533,6 +535,7 @@ class BundleAdjustResult:
     success: bool
     message: str
     seconds: float
+    hit_limit: bool = False
 
 
 def _rms(r: np.ndarray) -> float:
@@ -596,7 +599,8 @@ def bundle_adjust(
     state = unpack(layout, x, init)
     r = residuals(x, *args)
     result = BundleAdjustResult(
-        state, r.reshape(-1, 2), _rms(r0), _rms(r), int(sol.nfev), bool(sol.success), str(sol.message), seconds
+        state, r.reshape(-1, 2), _rms(r0), _rms(r), int(sol.nfev), bool(sol.success), str(sol.message), seconds,
+        hit_limit=int(sol.status) == 0,
     )
     log.info(
         "bundle adjustment: %d cameras, %d board poses, %d corners, %d unknowns; RMS %.3f -> %.3f px "

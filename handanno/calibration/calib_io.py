@@ -4,7 +4,8 @@ Layout read: ``CALIB_DIR/<cam>/<any>.jpg|jpeg|png``; the same file stem in sever
 folders means the same instant. Written: the rig (``rig.json``, through
 :func:`handanno.calibration.rig_io.write_rig`) and, with a report folder::
 
-    REPORT/report.json            per-camera RMS, views used/dropped, coverage, tree, warnings
+    REPORT/report.json            per-camera RMS, views used/dropped/refused, coverage, tree, outlier views,
+                                  bundle adjustment (evaluation limit hit, views holding the error), warnings
     REPORT/views.json             per (camera, view) residuals
     REPORT/board_poses.json       board poses in the world frame
     REPORT/coverage_<cam>.png     used corners over the image, coloured by residual, with the coverage grid
@@ -26,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from handanno.calibration.board import BoardSpec, Detection, detect_board, diagnose_board, read_detector_params
-from handanno.calibration.calibrate import CalibrateSettings, CalibrationResult, calibrate_rig
+from handanno.calibration.calibrate import CalibrateSettings, CalibrationResult, calibrate_rig, error_shares
 from handanno.calibration.camera import natural_key
 from handanno.data.files_io import atomic_write, read_image, write_json
 from handanno.errors import HandannoError
@@ -36,21 +37,49 @@ log = logging.getLogger(__name__)
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 
 
+def _camera_folders(calib_dir: Path) -> list[Path]:
+    """The folders of ``calib_dir`` that stand for cameras (not hidden), in natural name order."""
+    if not calib_dir.is_dir():
+        raise HandannoError(f"{calib_dir}: not a folder; expected CALIB_DIR/<cam>/<image>.jpg|png")
+    return sorted((p for p in calib_dir.iterdir() if p.is_dir() and not p.name.startswith(".")),
+                  key=lambda p: natural_key(p.name))  # fmt: skip
+
+
+def empty_camera_folders(calib_dir: str | os.PathLike) -> list[tuple[Path, str]]:
+    """Camera folders of ``calib_dir`` without images, each with a sentence for the user.
+
+    Returns:
+        ``(folder, message)`` pairs in natural name order; the message names the folder,
+        says what it holds instead and that the camera is left out of the rig.
+    """
+    out = []
+    for sub in _camera_folders(Path(calib_dir)):
+        files = [f for f in sub.iterdir() if f.is_file() and not f.name.startswith(".")]
+        if any(f.suffix.lower() in IMAGE_SUFFIXES for f in files):
+            continue
+        suffixes = sorted({f.suffix.lower() or "(none)" for f in files})
+        holds = f"it holds {len(files)} other file(s) ({', '.join(suffixes[:5])})" if files else "it is empty"
+        out.append((sub, (
+            f"{sub}: no images ({'/'.join(IMAGE_SUFFIXES)}) in this camera folder ({holds}), so camera {sub.name!r} "
+            "is left out of the rig; add its board images, or remove the folder if it is not a camera"
+        )))  # fmt: skip
+    return out
+
+
 def find_calibration_images(calib_dir: str | os.PathLike) -> dict[str, dict[str, Path]]:
     """Camera name -> stem -> image path, from ``calib_dir/<cam>/<stem>.jpg|jpeg|png``.
 
-    Folders without images are ignored; a stem present twice in one camera (``a.jpg`` and
+    A folder without images is left out with a warning naming it
+    (:func:`empty_camera_folders`); a stem present twice in one camera (``a.jpg`` and
     ``a.png``) keeps the first in name order, with a warning.
 
     Raises:
-        HandannoError: no camera folder with images.
+        HandannoError: no camera folder with images, or folders without images that leave
+            fewer than two cameras (named, with what to do).
     """
     calib_dir = Path(calib_dir)
-    if not calib_dir.is_dir():
-        raise HandannoError(f"{calib_dir}: not a folder; expected CALIB_DIR/<cam>/<image>.jpg|png")
     cameras: dict[str, dict[str, Path]] = {}
-    for sub in sorted((p for p in calib_dir.iterdir() if p.is_dir() and not p.name.startswith(".")),
-                      key=lambda p: natural_key(p.name)):  # fmt: skip
+    for sub in _camera_folders(calib_dir):
         images: dict[str, Path] = {}
         for f in sorted(sub.iterdir(), key=lambda p: natural_key(p.name)):
             if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES and not f.name.startswith("."):
@@ -65,6 +94,16 @@ def find_calibration_images(calib_dir: str | os.PathLike) -> dict[str, dict[str,
             f"{calib_dir}: no camera folders with images; expected CALIB_DIR/<cam>/<image>.jpg|png "
             "(one folder per camera, the same file stem for the same instant)"
         )
+    empty = empty_camera_folders(calib_dir)
+    if empty and len(cameras) < 2:
+        raise HandannoError(
+            f"{calib_dir}: only camera {', '.join(cameras)} has images; "
+            f"{', '.join(str(folder) for folder, _ in empty)} hold(s) no {'/'.join(IMAGE_SUFFIXES)} images, and a "
+            "rig needs at least two cameras: add those cameras' board images, or remove the empty folders to "
+            "calibrate one camera"
+        )
+    for _, message in empty:
+        log.warning("%s", message)
     return cameras
 
 
@@ -102,9 +141,11 @@ def detect_calibration_images(
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         found = list(pool.map(lambda job: _detect_one(job[2], spec, detector_params), jobs))
     out: dict[str, dict[str, Detection]] = {cam: {} for cam in images}
-    for (cam, stem, _), det in zip(jobs, found, strict=True):
+    for (cam, stem, path), det in zip(jobs, found, strict=True):
         if det is not None:
             out[cam][stem] = det
+            if det.refused:
+                log.warning("%s (camera %s): %s", path, cam, det.refused)
     failed = [cam for cam in images if not any(d.num_corners > 0 for d in out[cam].values())]
     if failed:
         lines = []
@@ -112,6 +153,9 @@ def detect_calibration_images(
             tried = len(out[cam])
             unreadable = len(images[cam]) - tried
             note = f" ({unreadable} more unreadable)" if unreadable else ""
+            refused = [s for s, d in out[cam].items() if d.refused]
+            if refused:
+                note += f" ({len(refused)} refused because {out[cam][refused[0]].refused}: {', '.join(refused)})"
             lines.append(f"camera {cam!r}: no board found in any of its {tried} image(s){note}")
         hint = ""
         for cam in failed:
@@ -216,7 +260,8 @@ def calibrate_directory(
         workers: detection threads.
 
     Returns:
-        The :class:`CalibrationResult`.
+        The :class:`CalibrationResult`; its warnings start with the camera folders left out
+        for holding no images (:func:`empty_camera_folders`).
     """
     import dataclasses
 
@@ -231,6 +276,9 @@ def calibrate_directory(
             settings, fixed_intrinsics=_fixed_for_cameras(intrinsics, shared, detections, Path(fix_intrinsics))
         )
     result = calibrate_rig(detections, settings)
+    empty = tuple(message for _, message in empty_camera_folders(calib_dir))
+    if empty:
+        result = dataclasses.replace(result, warnings=empty + result.warnings)
     write_rig(result.rig, out)
     log.info("wrote %s (%d cameras, RMS %.3f px)", out, len(result.rig), result.rms_px)
     if report_dir is not None:
@@ -250,6 +298,7 @@ def report_dict(result: CalibrationResult) -> dict:
             "views_with_board": rep.views_with_board, "views_used": rep.views_used, "corners_used": rep.corners_used,
             "dropped_views": list(rep.dropped_views), "skipped_views": list(rep.skipped_views),
             "coverage": rep.coverage, "coverage_counts": rep.coverage_counts, "intrinsics_fixed": rep.intrinsics_fixed,
+            "refused_views": list(rep.refused_views),
             "fx": cam.K[0, 0], "fy": cam.K[1, 1], "cx": cam.K[0, 2], "cy": cam.K[1, 2], "dist": cam.dist,
             "center_m": cam.center,
         }  # fmt: skip
@@ -262,7 +311,17 @@ def report_dict(result: CalibrationResult) -> dict:
         "cameras": cams,
         "tree": [{"parent": p, "child": c, "shared_views": n} for p, c, n in result.tree],
         "covisibility": {"cameras": result.rig.names, "shared_views": result.covisibility},
-        "bundle_adjustment": {"message": result.bundle_message, "seconds": result.bundle_seconds},
+        "bundle_adjustment": {
+            "message": result.bundle_message,
+            "seconds": result.bundle_seconds,
+            "hit_evaluation_limit": result.bundle_hit_limit,
+            "largest_error_shares": [
+                {"camera": v.camera, "stem": v.stem, "share": share} for v, share in error_shares(result.views)[:5]
+            ],
+        },
+        "outlier_views": [
+            {"camera": v.camera, "stem": v.stem, "rms_px": v.rms_px, "max_px": v.max_px} for v in result.outlier_views
+        ],
         "warnings": list(result.warnings),
     }
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -86,6 +86,10 @@ class CalibrateSettings:
         weak_coverage: warn when a camera's coverage is below this fraction.
         outlier_camera_factor: warn when a camera's RMS exceeds this multiple of the median
             camera RMS (and 0.5 px).
+        outlier_view_factor: name a view (camera, stem) whose RMS exceeds this multiple of
+            the median view RMS ...
+        outlier_view_min_px: ... and this many pixels (so that a good calibration, whose
+            views all sit far below a pixel, names none).
     """
 
     board: BoardSpec
@@ -97,6 +101,8 @@ class CalibrateSettings:
     coverage_grid: tuple[int, int] = (8, 6)
     weak_coverage: float = 0.3
     outlier_camera_factor: float = 2.0
+    outlier_view_factor: float = 5.0
+    outlier_view_min_px: float = 1.0
 
     def __post_init__(self) -> None:
         if self.world not in WORLD_FRAMES:
@@ -121,6 +127,8 @@ class CameraReport:
         coverage: fraction of the coverage grid's cells holding a used corner.
         coverage_counts: ``(gy, gx)`` used corners per cell (row = image row band).
         intrinsics_fixed: intrinsics were given.
+        refused_views: stems whose corners were found but refused (:attr:`Detection.refused`:
+            a chessboard whose corner order the image does not tell).
     """
 
     name: str
@@ -135,6 +143,7 @@ class CameraReport:
     coverage: float
     coverage_counts: np.ndarray
     intrinsics_fixed: bool
+    refused_views: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -171,7 +180,11 @@ class CalibrationResult:
         residuals_px: ``(M, 2)`` their residuals after adjustment, px.
         initial_rms_px: RMS after initialisation, px. rms_px: RMS after adjustment, px.
         bundle_message: the solver's message. bundle_seconds: its wall time.
-        warnings: messages for the user (weak coverage, outlier cameras, ...).
+        warnings: messages for the user (weak coverage, outlier cameras and views, ...).
+        outlier_views: views whose RMS stands far above the rest
+            (:attr:`CalibrateSettings.outlier_view_factor`), worst first.
+        bundle_hit_limit: bundle adjustment stopped on its evaluation limit
+            (:attr:`BundleAdjustSettings.max_nfev`) before converging.
     """
 
     rig: CameraRig
@@ -191,6 +204,8 @@ class CalibrationResult:
     bundle_message: str
     bundle_seconds: float
     warnings: tuple[str, ...]
+    outlier_views: tuple[ViewReport, ...] = ()
+    bundle_hit_limit: bool = False
 
 
 def coverage_counts(corners_px: np.ndarray, image_size: tuple[int, int], grid: tuple[int, int]) -> np.ndarray:
@@ -215,6 +230,62 @@ def coverage_counts(corners_px: np.ndarray, image_size: tuple[int, int], grid: t
     return counts
 
 
+def outlier_views(views: Sequence[ViewReport], factor: float = 5.0, min_px: float = 1.0) -> tuple[ViewReport, ...]:
+    """Views whose RMS stands far above the rest: over ``factor`` times the median view RMS and over ``min_px``.
+
+    Args:
+        views: per (camera, view) residuals.
+        factor: multiple of the median view RMS.
+        min_px: floor, px.
+
+    Returns:
+        The outlier views, worst first.
+
+    Example:
+        >>> vs = [ViewReport("a", f"{i}", 54, 0.3, 0.6) for i in range(5)] + [ViewReport("b", "9", 54, 40.0, 80.0)]
+        >>> [(v.camera, v.stem) for v in outlier_views(vs)]
+        [('b', '9')]
+    """
+    if not views:
+        return ()
+    med = float(np.median([v.rms_px for v in views]))
+    out = [v for v in views if v.rms_px > factor * med and v.rms_px > min_px]
+    return tuple(sorted(out, key=lambda v: -v.rms_px))
+
+
+def error_shares(views: Sequence[ViewReport]) -> list[tuple[ViewReport, float]]:
+    """Each view with its share of the total squared error (``num_corners * rms_px**2``), largest first.
+
+    Example:
+        >>> vs = [ViewReport("a", "1", 10, 1.0, 1.0), ViewReport("b", "1", 10, 3.0, 4.0)]
+        >>> [(v.camera, round(s, 2)) for v, s in error_shares(vs)]
+        [('b', 0.9), ('a', 0.1)]
+    """
+    sse = np.array([v.num_corners * v.rms_px**2 for v in views])  # (views,)
+    total = float(sse.sum()) or 1.0
+    order = np.argsort(-sse, kind="stable")
+    return [(views[i], float(sse[i] / total)) for i in order]
+
+
+def _outlier_views_warning(outliers: Sequence[ViewReport], views: Sequence[ViewReport]) -> str:
+    med = float(np.median([v.rms_px for v in views]))
+    named = "; ".join(f"camera {v.camera}, image {v.stem}: RMS {v.rms_px:.2f} px (max {v.max_px:.1f})"
+                      for v in outliers)  # fmt: skip
+    cams_per_stem: dict[str, list[str]] = {}
+    for v in outliers:
+        cams_per_stem.setdefault(v.stem, []).append(v.camera)
+    shared = [s for s, cams in cams_per_stem.items() if len(cams) > 1]
+    hint = (
+        f"; at {', '.join(shared)} the cameras disagree on where the board was: the board was misread, or a "
+        "chessboard's corner order reversed, in one of them"
+        if shared else "; the board may be misread there (blur, glare, a wrong corner order)"
+    )  # fmt: skip
+    return (
+        f"{len(outliers)} view(s) far above the rest (median view RMS {med:.2f} px): {named}{hint}; check those "
+        "images and remove the bad ones from CALIB_DIR"
+    )
+
+
 def _free_intrinsics(settings: CalibrateSettings) -> tuple[str, ...]:
     if not settings.refine_intrinsics:
         return ()
@@ -231,8 +302,13 @@ def _camera_intrinsics(
         dets = detections[name]
         with_board = sum(d.num_corners > 0 for d in dets.values())
         if with_board == 0:
+            refused = [s for s, d in dets.items() if d.refused]
+            note = (
+                f" ({len(refused)} refused because {dets[refused[0]].refused}: {', '.join(refused)})"
+                if refused else ""
+            )  # fmt: skip
             raise HandannoError(
-                f"camera {name!r}: no board found in any of its {len(dets)} image(s); check the board spec "
+                f"camera {name!r}: no board found in any of its {len(dets)} image(s){note}; check the board spec "
                 f"(--board {settings.board}) and that the board is in view"
             )
         if name in fixed:
@@ -348,8 +424,8 @@ def calibrate_rig(
             images=len(dets), views_with_board=sum(d.num_corners > 0 for d in dets.values()),
             views_used=len(intr[c].views), corners_used=int(in_cam.sum()), dropped_views=intr[c].dropped,
             skipped_views=intr[c].skipped + tuple(v.stem for v in intr[c].oblique), coverage=coverage,
-            coverage_counts=counts,
-            intrinsics_fixed=intr[c].fixed,
+            coverage_counts=counts, intrinsics_fixed=intr[c].fixed,
+            refused_views=tuple(sorted((s for s, d in dets.items() if d.refused), key=natural_key)),
         ))  # fmt: skip
         views_c, inverse = np.unique(obs.view_idx[in_cam], return_inverse=True)
         n = np.bincount(inverse, minlength=len(views_c))  # corners per view
@@ -360,6 +436,9 @@ def calibrate_rig(
             ViewReport(name, init.stems[v], int(n[i]), float(np.sqrt(sse[i] / n[i])), float(np.sqrt(worst[i])))
             for i, v in enumerate(views_c)
         )
+        if cam_reports[-1].refused_views:
+            refused = cam_reports[-1].refused_views
+            warnings.append(f"camera {name}: image(s) {', '.join(refused)} left out: {dets[refused[0]].refused}")
         if coverage < settings.weak_coverage:
             warnings.append(
                 f"camera {name}: weak coverage, corners in only {coverage:.0%} of the image grid "
@@ -395,7 +474,18 @@ def calibrate_rig(
                     f"camera {r.name}: RMS {r.rms_px:.2f} px stands out (median over cameras {med:.2f} px); "
                     "check its focus, motion blur and synchronisation"
                 )
-    if not ba.success:
+    outliers = outlier_views(view_reports, settings.outlier_view_factor, settings.outlier_view_min_px)
+    if outliers:
+        warnings.append(_outlier_views_warning(outliers, view_reports))
+    if ba.hit_limit:
+        shares = error_shares(view_reports)[:3]
+        worst = ", ".join(f"camera {v.camera}, image {v.stem} ({share:.0%})" for v, share in shares)
+        warnings.append(
+            f"bundle adjustment stopped at its limit of {ba.nfev} evaluations before converging (RMS "
+            f"{ba.rms_px:.2f} px); the views holding most of the squared error: {worst}; check those images (a "
+            "misread board, or a chessboard's corner order reversed in one camera) and remove them from CALIB_DIR"
+        )
+    elif not ba.success:
         warnings.append(f"bundle adjustment stopped early: {ba.message}")
     for w in warnings:
         log.warning("%s", w)
@@ -405,5 +495,6 @@ def calibrate_rig(
         t_world_from_board=t_board, cameras=tuple(cam_reports), views=tuple(view_reports),
         tree=tuple((names[p], names[c], n) for p, c, n in init.tree), covisibility=init.covisibility,
         observations=obs, residuals_px=res, initial_rms_px=ba.initial_rms_px, rms_px=ba.rms_px,
-        bundle_message=ba.message, bundle_seconds=ba.seconds, warnings=tuple(warnings),
+        bundle_message=ba.message, bundle_seconds=ba.seconds, warnings=tuple(warnings), outlier_views=outliers,
+        bundle_hit_limit=ba.hit_limit,
     )  # fmt: skip
