@@ -194,7 +194,8 @@ def main() -> int:
         if not (out / "last.pt").is_file() or not (out / "best.pt").is_file():
             run([*handanno, "train", model, *train_labels, "--val", val_labels, "--out", str(out), "--epochs",
                  str(args.epochs), "--batch-size", str(args.batch_size), "--lr", str(args.lr), "--workers",
-                 str(args.workers), "--device", args.device, "--patience", str(args.patience), "--resume", *sets,
+                 str(args.workers), "--device", args.device, "--patience", str(args.patience),
+                 "--resume" if (out / "last.pt").is_file() else "--overwrite", *sets,
                  *threads, *model_dir])  # fmt: skip
         flip = args.flip_test and model in ("cpm", "unet")
         measured = {}

@@ -8,19 +8,29 @@ import sys
 import click
 
 from handanno import __version__
-from handanno.errors import HandannoError
+from handanno.errors import HandannoError, disk_error_message
 
 log = logging.getLogger("handanno")
 
 
 class _Group(click.Group):
-    """Turns HandannoError into a one-line message and exit code 2, without a traceback."""
+    """Turns HandannoError into a one-line message and exit code 2, without a traceback.
+
+    A full, read-only or forbidden disk (an OSError of :data:`handanno.errors.DISK_ERRNOS`)
+    gets the same treatment, its message naming the path and what to do.
+    """
 
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
         except HandannoError as exc:
             click.echo(f"Error: {exc}", err=True)
+            sys.exit(2)
+        except OSError as exc:
+            message = disk_error_message(exc)
+            if message is None:
+                raise
+            click.echo(f"Error: {message}", err=True)
             sys.exit(2)
 
 
@@ -55,8 +65,21 @@ def rig_group() -> None:
 def rig_convert(src: str, dst: str, src_fmt: str | None, dst_fmt: str | None, image_size: str | None,
                 in_units: str | None, out_units: str) -> None:
     """Convert the camera rig SRC into DST; prints one line naming the cameras converted."""
-    from handanno.calibration.rig_io import convert_rig, parse_image_size
+    import os
 
+    from handanno.calibration.rig_io import FORMATS, convert_rig, detect_format, parse_image_size
+
+    if dst_fmt is None:
+        try:
+            dst_fmt = detect_format(dst, for_writing=True)
+        except HandannoError:
+            raise HandannoError(f"{dst}: cannot tell the output format from this path; name it with --to "
+                                f"({', '.join(FORMATS)})") from None  # fmt: skip
+    if src_fmt is None and os.path.isfile(src):
+        try:
+            src_fmt = detect_format(src)
+        except HandannoError as exc:
+            raise HandannoError(f"{exc}; or name its format with --from ({', '.join(FORMATS)})") from None
     size = parse_image_size(image_size) if image_size else None
     result = convert_rig(src, dst, src_fmt=src_fmt, dst_fmt=dst_fmt, image_size=size,
                          src_units=in_units, dst_units=out_units)
@@ -110,6 +133,9 @@ def _set_threads(threads: int | None) -> None:
               help="Peak learning rate (AdamW, cosine decay); default 1e-3, or with --resume the resumed run's.")
 @click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda | cuda:N.")
 @click.option("--resume", is_flag=True, help="Continue from OUT/last.pt (step count, optimizer, early-stop state).")
+@click.option("--overwrite", is_flag=True,
+              help="Start a new run in OUT although it holds one (its checkpoints, logs and plots are removed); "
+                   "without --resume or --overwrite an OUT holding a run is refused.")
 @click.option("--workers", default=4, show_default=True, type=int, help="DataLoader worker processes.")
 @click.option("--patience", default=10, show_default=True, type=int,
               help="Early stopping: epochs without a better validation metric (0 = off).")
@@ -129,9 +155,10 @@ def _set_threads(threads: int | None) -> None:
               help="Model config field, e.g. --set width=0.5 --set loss=mse (see handanno.models.nets).")
 @_threads_option
 def train_cmd(kind: str, labels: tuple[str, ...], val: tuple[str, ...], out: str, epochs: int, batch_size: int,
-              lr: float | None, device: str, resume: bool, workers: int, patience: int, val_fraction: float, seed: int,
-              max_steps: int | None, no_amp: bool, no_augment: bool, no_plots: bool, backbone: str | None,
-              backbone_weights: str | None, model_dir: str | None, sets: tuple[str, ...], threads: int | None) -> None:
+              lr: float | None, device: str, resume: bool, overwrite: bool, workers: int, patience: int,
+              val_fraction: float, seed: int, max_steps: int | None, no_amp: bool, no_augment: bool, no_plots: bool,
+              backbone: str | None, backbone_weights: str | None, model_dir: str | None, sets: tuple[str, ...],
+              threads: int | None) -> None:
     """Train a KIND model (cpm, unet, mano, lift) on FreiHAND-layout labels; checkpoints and logs go to OUT."""
     _set_threads(threads)
     from handanno.data.augment import AugmentConfig
@@ -146,7 +173,8 @@ def train_cmd(kind: str, labels: tuple[str, ...], val: tuple[str, ...], out: str
         model_config["backbone_weights"] = backbone_weights
     cfg = TrainConfig(
         model=kind, labels=labels, out=out, val=val, val_fraction=val_fraction, epochs=epochs, batch_size=batch_size,
-        lr=lr, device=device, workers=workers, amp=not no_amp, patience=patience, resume=resume, seed=seed,
+        lr=lr, device=device, workers=workers, amp=not no_amp, patience=patience, resume=resume, overwrite=overwrite,
+        seed=seed,
         max_steps=max_steps, plots=not no_plots, model_dir=model_dir, model_config=model_config,
         data=DataConfig(augment=AugmentConfig(enabled=not no_augment)),
     )  # fmt: skip
@@ -301,12 +329,30 @@ def _fit_summary(report) -> str:
               help="... and at most this fraction of the hand's size in each view (its keypoints' box).")
 @click.option("--min-mask-iou", default=0.6, show_default=True, type=click.FloatRange(0, 1),
               help="Accept a frame only if the median mask IoU over views with a mask is at least this.")
+@click.option("--outlier-views", default=1, show_default=True, type=click.IntRange(min=0),
+              help="Views that may fail the two per-view checks below (a detector's or GrabCut's miss).")
+@click.option("--max-view-reproj-rel", default=0.05, show_default=True, type=click.FloatRange(min=0),
+              help="... and each view's median keypoint error at most this fraction of the hand's size there, in "
+                   "every view but --outlier-views (biased detections disagree between views).")
+@click.option("--min-view-mask-iou", default=0.85, show_default=True, type=click.FloatRange(0, 1),
+              help="... and the fitted mesh's IoU with the view's mask at least this, in every view with a mask "
+                   "but --outlier-views.")
+@click.option("--max-triangulation-gap-mm", default=4.5, show_default=True, type=click.FloatRange(min=0),
+              help="... and the fitted keypoints at most this far (median, mm) from the robust triangulation of the "
+                   "detections.")
+@click.option("--max-bone-dev", default=0.25, show_default=True, type=click.FloatRange(min=0),
+              help="... and every bone's length within this fraction of the hand model's proportions (its overall "
+                   "size set aside).")
+@click.option("--max-joint-limit-excess-deg", default=0.0, show_default=True, type=click.FloatRange(min=0),
+              help="... and every joint angle at most this many degrees beyond its anatomical range.")
 @click.option("--batch-frames", default=None, type=click.IntRange(min=1),
               help="Frames fitted at once (default 64 on the CPU, 1024 on CUDA).")
 @_threads_option
 def fit_cmd(session: str, model_dir: str | None, hand: str, detector: str, weights: str | None, flip_test: bool,
             device: str, no_silhouette: bool, no_export: bool, overlays: bool, frames: str | None, force: bool,
-            max_reproj_px: float, max_reproj_rel: float, min_mask_iou: float, batch_frames: int | None,
+            max_reproj_px: float, max_reproj_rel: float, min_mask_iou: float, outlier_views: int,
+            max_view_reproj_rel: float, min_view_mask_iou: float, max_triangulation_gap_mm: float,
+            max_bone_dev: float, max_joint_limit_excess_deg: float, batch_frames: int | None,
             threads: int | None) -> None:
     """Annotate a session: detect, triangulate, segment, fit the hand model, export FreiHAND labels.
 
@@ -323,7 +369,10 @@ def fit_cmd(session: str, model_dir: str | None, hand: str, detector: str, weigh
         detector_weights=Path(weights) if weights else None, detector_flip_test=flip_test, device=device,
         silhouette=not no_silhouette,
         export=not no_export, overlays=overlays, frames=frames, force=force, batch_frames=batch_frames,
-        accept=AcceptSettings(max_reproj_px=max_reproj_px, max_reproj_rel=max_reproj_rel, min_mask_iou=min_mask_iou),
+        accept=AcceptSettings(max_reproj_px=max_reproj_px, max_reproj_rel=max_reproj_rel, min_mask_iou=min_mask_iou,
+                              outlier_views=outlier_views, max_view_reproj_rel=max_view_reproj_rel,
+                              min_view_mask_iou=min_view_mask_iou, max_triangulation_gap_mm=max_triangulation_gap_mm,
+                              max_bone_dev=max_bone_dev, max_joint_limit_excess_deg=max_joint_limit_excess_deg),
     )  # fmt: skip
     click.echo(_fit_summary(run_pipeline(settings)))
 
@@ -355,7 +404,9 @@ def export_cmd(session: str, source: str, out: str | None, model_dir: str | None
 @click.argument("calib_dir", type=click.Path(exists=True, file_okay=False, path_type=str))
 @click.option("--board", required=True,
               help="charuco:SXxSY:SQUARE_M:MARKER_M:DICT (squares, metres) or "
-                   "chessboard:NXxNY:SQUARE_M (inner corners).")
+                   "chessboard:NXxNY:SQUARE_M (inner corners). The rig's metric scale comes only from SQUARE_M: "
+                   "measure the printed square; a wrong size scales every camera position and baseline by the same "
+                   "factor and cannot be detected (the reprojection error is the same).")
 @click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=str), help="The rig.json to write.")
 @click.option("--fix-intrinsics", type=click.Path(exists=True, path_type=str), default=None,
               help="Hold these intrinsics: a rig (rig.json, Anipose, EasyMocap, seed) or an OpenCV YAML with "
@@ -383,7 +434,10 @@ def calibrate_cmd(calib_dir: str, board: str, out: str, fix_intrinsics: str | No
     """Calibrate a multi-camera rig from board images in CALIB_DIR/<cam>/<image>.jpg|png.
 
     The same file stem in several camera folders is the same instant. Prints one line per
-    camera (RMS reprojection error, views used) and any warnings.
+    camera (RMS reprojection error, views used) and any warnings: camera folders without
+    images (left out; an error if fewer than two cameras remain), chessboard views whose
+    corner order the image does not tell (left out), views whose error stands far above
+    the rest. Metric scale comes from the square size in --board and cannot be checked.
     """
     from handanno.calibration.board import parse_board_spec
     from handanno.calibration.bundle_adjust import BundleAdjustSettings

@@ -234,7 +234,7 @@ def _check_images(
 
 def read_keypoints_file(path: Path) -> np.ndarray:
     """``(21, 3)`` ``[u, v, conf]`` from a keypoint file; errors name the file."""
-    d = read_json(path)
+    d = read_json(path, made_by_handanno=False)
     kp = d.get("keypoints") if isinstance(d, dict) else None
     try:
         arr = np.asarray(kp, dtype=np.float64)
@@ -352,7 +352,7 @@ def mask_made_by_handanno(path: Path) -> bool:
 
 def keypoints_made_by_handanno(path: Path) -> bool:
     """Whether a keypoint file was written by one of handanno's detectors (else: the user's, or synth's truth)."""
-    d = read_json(path)
+    d = read_json(path, made_by_handanno=False)
     return isinstance(d, dict) and d.get("source") in DETECTED_KEYPOINT_SOURCES
 
 

@@ -202,7 +202,7 @@ def read_rig(path: str | os.PathLike) -> CameraRig:
             the camera and the field (wrong shape, R not a rotation, units not ``"m"``).
     """
     path = Path(path)
-    return rig_from_dict(read_json(path), path)
+    return rig_from_dict(read_json(path, made_by_handanno=False), path)
 
 
 def write_rig(rig: CameraRig, path: str | os.PathLike) -> Path:
@@ -533,7 +533,7 @@ def read_seed(
         The rig, cameras in natural name order.
     """
     intri_path, extri_path = _seed_paths(path)
-    intri, extri = read_json(intri_path), read_json(extri_path)
+    intri, extri = read_json(intri_path, made_by_handanno=False), read_json(extri_path, made_by_handanno=False)
     for p, doc in ((intri_path, intri), (extri_path, extri)):
         if not isinstance(doc, Mapping):
             raise HandannoError(f"{p}: must be a JSON object")

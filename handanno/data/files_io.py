@@ -6,9 +6,11 @@ same folder, which is then renamed over the target (an atomic step on POSIX).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
+import stat
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -17,7 +19,48 @@ from typing import Any
 import numpy as np
 
 from handanno.data.image_files import image_damage
-from handanno.errors import HandannoError
+from handanno.errors import HandannoError, disk_error_message
+
+
+def _umask_from_proc() -> int | None:
+    """The process's umask from ``/proc/self/status`` (Linux 4.7+), without changing it; None elsewhere."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def _umask_by_setting() -> int:
+    """The umask read by setting and restoring it (racy with threads that create files: import time only)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+_UMASK_AT_IMPORT = _umask_from_proc()
+if _UMASK_AT_IMPORT is None:
+    _UMASK_AT_IMPORT = _umask_by_setting()
+
+
+def _current_umask() -> int:
+    """The process's umask now (Linux: read from ``/proc``; elsewhere: as it was when handanno was imported)."""
+    mask = _umask_from_proc()
+    return _UMASK_AT_IMPORT if mask is None else mask
+
+
+def _plain_open_mode(path: Path) -> int:
+    """The permission bits ``open(path, "w")`` would leave: an existing file's own, else 0666 minus the umask."""
+    try:
+        st = path.stat()
+    except OSError:
+        st = None
+    if st is not None and stat.S_ISREG(st.st_mode):
+        return stat.S_IMODE(st.st_mode)
+    return 0o666 & ~_current_umask()
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> Path:
@@ -25,18 +68,33 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> Path
 
     The temporary file keeps ``path``'s suffix so that writers choosing a format by
     extension (OpenCV) work. On any error the temporary file is removed and ``path`` is
-    left as it was.
+    left as it was. The file gets the permissions a plain ``open(path, "w")`` would give
+    it: those of the file it replaces, else ``0o666`` minus the umask (not the ``0o600`` of
+    a temporary file).
+
+    Raises:
+        HandannoError: the disk is full, read-only or forbids writing there (the errors of
+            :data:`~handanno.errors.DISK_ERRNOS`); the message names ``path`` and says what
+            to do. Other errors of ``write`` pass through unchanged.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}", dir=path.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
+    tmp_path: Path | None = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        mode = _plain_open_mode(path)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}", dir=path.parent)
+        os.close(fd)
+        tmp_path = Path(tmp)
         write(tmp_path)
+        os.chmod(tmp_path, mode)  # after write(): a writer may have made the file anew
         os.replace(tmp_path, path)
-    except BaseException:
-        tmp_path.unlink(missing_ok=True)
+    except BaseException as exc:
+        if tmp_path is not None:
+            with contextlib.suppress(OSError):  # a read-only disk may refuse this too
+                tmp_path.unlink(missing_ok=True)
+        message = disk_error_message(exc, path) if isinstance(exc, OSError) else None
+        if message is not None:
+            raise HandannoError(message) from exc
         raise
     return path
 
@@ -64,15 +122,26 @@ def write_json(path: str | os.PathLike, obj: Any, indent: int | None = None) -> 
     return atomic_write_bytes(path, text.encode())
 
 
-def read_json(path: str | os.PathLike) -> Any:
-    """Read JSON; a missing or broken file is an error that names it."""
+def read_json(path: str | os.PathLike, made_by_handanno: bool = True) -> Any:
+    """Read JSON; a missing or broken file is an error that names it.
+
+    Args:
+        path: the file.
+        made_by_handanno: whether handanno makes this file (and makes it again when it is
+            deleted): a broken one's message then says to delete it or fix it. False for the
+            user's own files (rig.json, keypoints they bring), whose message says to fix the file.
+
+    Raises:
+        HandannoError: the file is missing, not UTF-8 or not valid JSON.
+    """
     path = Path(path)
     try:
         return json.loads(path.read_text())
     except FileNotFoundError as exc:
         raise HandannoError(f"{path}: file not found") from exc
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise HandannoError(f"{path}: not valid JSON ({exc}); delete it to have it made again, or fix it") from exc
+        todo = "delete it to have it made again, or fix it" if made_by_handanno else "fix the file"
+        raise HandannoError(f"{path}: not valid JSON ({exc}); {todo}") from exc
 
 
 def write_image(path: str | os.PathLike, image: np.ndarray, jpeg_quality: int = 95) -> Path:

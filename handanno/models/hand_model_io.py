@@ -6,6 +6,15 @@ stand-ins) and the chumpy objects MANO uses (as inert stand-ins), then turns eve
 into plain numpy arrays. Any other class named in the file is refused before anything
 is built, so a malicious pickle cannot run code, and chumpy need not be installed.
 
+Nor can a small file make handanno do unbounded work (a "pickle bomb": a few hundred bytes
+of shared references that expand to gigabytes, or an array shape that asks numpy for
+terabytes). The file is read only up to :data:`MAX_MODEL_FILE_BYTES`; its pickle operations
+are counted and simulated before anything is built (:func:`_check_operations`), bounding
+their number, the nesting depth, memo indices and how far shared references expand; numpy
+arrays are checked against their data before numpy allocates them; and turning the result
+into arrays may build :data:`_MAX_ELEMENTS` array elements in all. Each refusal is a
+:class:`~handanno.errors.HandannoError` naming the file.
+
 What a MANO pickle holds (``MANO_RIGHT.pkl``, ``MANO_LEFT.pkl`` from
 https://mano.is.tue.mpg.de): a Python 2 pickle (read with ``encoding="latin1"``) of a dict
 with ``v_template, f, J_regressor, weights, posedirs, shapedirs, kintree_table,
@@ -17,9 +26,13 @@ arrays and strings.
 
 from __future__ import annotations
 
+import io
 import logging
+import math
+import operator
 import os
 import pickle
+import pickletools
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -48,6 +61,14 @@ LEFT_FIX_MARKER = "left_shapedirs_fixed"
 
 _ALLOWED_WHAT = "only numpy, scipy.sparse and chumpy arrays are allowed"
 _MAX_DEPTH = 32  # nesting of chumpy expressions
+
+# Bounds on the work one model file may ask for, each far above what hand models need.
+#: Largest model file read: MANO_RIGHT.pkl is about 4 MB, handanno's open model 2 MB.
+MAX_MODEL_FILE_BYTES = 128 * 2**20
+_MAX_OPERATIONS = 4_000_000  # pickle opcodes; MANO: a few thousand, MANO as plain lists of floats ~0.5 million
+_MAX_EXPANDED = 2**25  # objects built, summed, a shared one counted at each use; MANO as plain lists: ~2 million
+_MAX_NESTING = 100  # containers inside containers; MANO: ~15
+_MAX_ELEMENTS = 2**25  # array elements built in all from one file (~270 MB as float64); MANO: ~1 million
 
 
 # ---------------------------------------------------------------------------------------
@@ -117,6 +138,71 @@ def _safe_encode(text: Any, encoding: str = "utf-8") -> bytes:
     return text.encode("latin-1")
 
 
+class _TooLarge(Exception):
+    """The file asks for far more work or memory than any hand model needs (a "pickle bomb")."""
+
+
+def _dims(shape: Any) -> list[int] | None:
+    """``shape`` as a list of non-negative ints, or None when it is not one (numpy then reports it)."""
+    try:
+        if len(shape) > 64:  # numpy's limit on dimensions
+            return None
+        dims = [operator.index(d) for d in shape]
+    except TypeError:
+        return None
+    return dims if all(d >= 0 for d in dims) else None
+
+
+_MAX_EMPTY_ELEMENTS = 2**20  # elements of an array made before its data is read; pickles ask for 0
+
+
+class _CheckedArray(np.ndarray):
+    """The ndarray the unpickler builds (``numpy.ndarray`` in a pickle means this class).
+
+    numpy would allocate what a pickle asks for before looking at the data: the shape
+    given to ``ndarray(shape, dtype)`` or ``_reconstruct``, and ``__setstate__`` the pickled
+    shape of an object array, so a few bytes could ask for terabytes. This class checks
+    first. Readers get plain ndarrays (``np.asarray``) in the end.
+    """
+
+    def __new__(cls, shape: Any, *args: Any, **kwargs: Any) -> _CheckedArray:
+        dims = _dims(shape if isinstance(shape, (tuple, list)) else (shape,))
+        if dims is not None and math.prod(dims) > _MAX_EMPTY_ELEMENTS:
+            raise _TooLarge(f"an array of shape {tuple(dims)} for numpy to allocate before reading its data")
+        return super().__new__(cls, shape, *args, **kwargs)
+
+    def __setstate__(self, state: Any) -> None:
+        if isinstance(state, tuple) and len(state) in (4, 5) and isinstance(state[-3], np.dtype):
+            shape, dtype, data = state[-4], state[-3], state[-1]
+            dims = _dims(shape)
+            if dims is not None:
+                n = math.prod(dims)
+                if dtype.hasobject and (not isinstance(data, list) or n > len(data)):
+                    raise _TooLarge(f"an object array of shape {tuple(dims)} with fewer values than that")
+                if not dtype.hasobject and n * dtype.itemsize > MAX_MODEL_FILE_BYTES:
+                    raise _TooLarge(f"an array of shape {tuple(dims)} and dtype {dtype} "
+                                    f"({n * dtype.itemsize:,} bytes)")  # fmt: skip
+        super().__setstate__(state)
+
+
+def _checked_reconstruct(subtype: Any, shape: Any, dtype: Any) -> np.ndarray:
+    """The ``_reconstruct`` of numpy, for plain ndarrays, refusing a shape that would allocate much.
+
+    Pickles call it with shape ``(0,)`` and give the real shape to ``__setstate__``.
+    """
+    if subtype not in (np.ndarray, _CheckedArray):
+        raise pickle.UnpicklingError(f"numpy _reconstruct of {subtype!r} is not allowed")
+    dims = _dims(shape)
+    if dims is not None and math.prod(dims) > _MAX_EMPTY_ELEMENTS:
+        raise _TooLarge(f"an array of shape {tuple(dims)} for numpy to allocate before reading its data")
+    return _numpy_function("_reconstruct")(_CheckedArray, shape, dtype)
+
+
+def _checked_frombuffer(*args: Any, **kwargs: Any) -> np.ndarray:
+    """The ``_frombuffer`` of numpy (protocol 5 pickles); its array, too, checks a later ``__setstate__``."""
+    return _numpy_function("_frombuffer")(*args, **kwargs).view(_CheckedArray)
+
+
 _NUMPY_MODULES = {
     "numpy.core.multiarray": ("_reconstruct", "scalar"),
     "numpy._core.multiarray": ("_reconstruct", "scalar"),
@@ -144,9 +230,10 @@ class _RestrictedUnpickler(pickle.Unpickler):
     def find_class(self, module: str, name: str) -> Any:
         """The object for a ``module.name`` in the file, or a refusal naming it and the file."""
         if module in _NUMPY_MODULES and name in _NUMPY_MODULES[module]:
-            return _numpy_function(name)
+            checked = {"_reconstruct": _checked_reconstruct, "_frombuffer": _checked_frombuffer}
+            return checked.get(name) or _numpy_function(name)
         if module == "numpy" and name == "ndarray":
-            return np.ndarray
+            return _CheckedArray
         if module == "numpy" and name == "dtype":
             return np.dtype
         if module in _SPARSE_MODULES and name in _SPARSE_NAMES:
@@ -177,6 +264,141 @@ def _py3_name(module: str, name: str) -> str:
 
 
 # ---------------------------------------------------------------------------------------
+# Counting the work a pickle asks for, before unpickling it.
+# ---------------------------------------------------------------------------------------
+
+
+class _Node:
+    """What the simulation knows of an object: how many objects it expands to, how deep it nests."""
+
+    __slots__ = ("size", "depth")
+
+    def __init__(self, size: int, depth: int) -> None:
+        self.size = size
+        self.depth = depth
+
+
+_MARK = object()
+_MEMO_PUTS = {"PUT", "BINPUT", "LONG_BINPUT"}
+_MEMO_GETS = {"GET", "BINGET", "LONG_BINGET"}
+_IN_PLACE = {"APPEND", "APPENDS", "SETITEM", "SETITEMS", "ADDITEMS", "BUILD"}  # change their first operand
+_LEAVES = {  # push a new object made of no other: numbers, strings, empty containers, globals
+    op.name
+    for op in pickletools.opcodes
+    if not op.stack_before and op.stack_after not in ([], [pickletools.markobject])
+} - _MEMO_GETS
+
+
+def _pop(stack: list, n: int) -> list[_Node]:
+    if n > len(stack) or any(x is _MARK for x in stack[len(stack) - n :]):
+        raise pickle.UnpicklingError("the pickle's stack runs out (the file is corrupt)")
+    items = stack[len(stack) - n :]
+    del stack[len(stack) - n :]
+    return items
+
+
+def _pop_to_mark(stack: list) -> list[_Node]:
+    for i in range(len(stack) - 1, -1, -1):
+        if stack[i] is _MARK:
+            items = stack[i + 1 :]
+            del stack[i:]
+            return items
+    raise pickle.UnpicklingError("the pickle has no mark where it needs one (the file is corrupt)")
+
+
+def _check_operations(data: bytes) -> None:
+    """Run the pickle's operations on sizes only, refusing a file that asks for far too much.
+
+    Each object is simulated by a :class:`_Node` holding how many objects it expands to
+    when every shared (memo) reference is followed, and how deeply it nests; the sizes of
+    all objects built (and of what is added to them) are summed. This bounds the
+    unpickler's own work: hashing a tuple visits its expansion (a dict key or set member
+    made of shared tuples can take longer than the age of the universe), and a memo index
+    makes the unpickler allocate a table that large. Lists that grow after they are shared
+    are counted at the time they are shared; :func:`_expanded_count` bounds what is built
+    from the loaded objects later.
+
+    Raises:
+        _TooLarge: more than :data:`_MAX_OPERATIONS` operations, a memo index beyond the
+            operations read, objects expanding to more than :data:`_MAX_EXPANDED` in all,
+            or nesting deeper than :data:`_MAX_NESTING`.
+        ValueError, pickle.UnpicklingError: the file is not a well-formed pickle.
+    """
+    stack: list = []
+    memo: dict[int, _Node] = {}
+    expanded = 0  # objects built so far, with every shared reference expanded
+    for count, (op, arg, _pos) in enumerate(pickletools.genops(data), start=1):
+        if count > _MAX_OPERATIONS:
+            raise _TooLarge(f"more than {_MAX_OPERATIONS:,} pickle operations")
+        name = op.name
+        if name in _LEAVES:
+            stack.append(_Node(1, 0))
+        elif name in ("PROTO", "FRAME", "STOP"):
+            continue
+        elif name == "MARK":
+            stack.append(_MARK)
+        elif name in _MEMO_PUTS or name == "MEMOIZE":
+            index = len(memo) if name == "MEMOIZE" else int(arg)
+            if index > count:  # a pickler numbers them 0, 1, 2, ...; the unpickler allocates up to the index
+                raise _TooLarge(f"a memo index of {index:,} after only {count:,} operations")
+            memo[index] = _pop(stack, 1)[0]
+            stack.append(memo[index])
+        elif name in _MEMO_GETS:
+            if int(arg) not in memo:
+                raise pickle.UnpicklingError(f"memo index {arg} is used before it is set (the file is corrupt)")
+            stack.append(memo[int(arg)])
+        elif name == "DUP":
+            stack.extend(_pop(stack, 1) * 2)
+        elif name == "POP":
+            if stack and stack[-1] is _MARK:
+                stack.pop()
+            else:
+                _pop(stack, 1)
+        elif name == "POP_MARK":
+            _pop_to_mark(stack)
+        else:
+            before = op.stack_before
+            if pickletools.markobject in before:
+                items = _pop_to_mark(stack)
+                operands = _pop(stack, before.index(pickletools.markobject)) + items
+            else:
+                operands = _pop(stack, len(before))
+            if name in _IN_PLACE:
+                node, added = operands[0], operands[1:]
+                grown = sum(x.size for x in added)
+                node.size += grown
+                node.depth = max([node.depth] + [x.depth + 1 for x in added])
+            else:
+                node = _Node(1 + sum(x.size for x in operands), 1 + max((x.depth for x in operands), default=0))
+                grown = node.size
+            expanded += grown  # bounds the work of each object and of all of them (a big key in many dicts)
+            if expanded > _MAX_EXPANDED:
+                raise _TooLarge(f"more than {_MAX_EXPANDED:,} objects once its shared references are expanded")
+            if node.depth > _MAX_NESTING:
+                raise _TooLarge(f"data nested more than {_MAX_NESTING} levels deep")
+            stack.extend([node] * len(op.stack_after))
+
+
+def _read_bounded(f: Any) -> bytes:
+    """The whole file, read in pieces (one ``read`` of the limit would allocate the limit) up to the limit."""
+    chunks: list[bytes] = []
+    total = 0
+    while chunk := f.read(2**20):
+        total += len(chunk)
+        if total > MAX_MODEL_FILE_BYTES:
+            raise _TooLarge(f"more than {MAX_MODEL_FILE_BYTES:,} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _refusal(path: Path, why: _TooLarge) -> HandannoError:
+    return HandannoError(
+        f"{path}: refused to read it: it holds {why}, far more than any hand model (MANO_RIGHT.pkl is about "
+        f"4 MB); it is not a MANO model file: download MANO from {MANO_URL} again"
+    )
+
+
+# ---------------------------------------------------------------------------------------
 # From stand-ins to plain arrays.
 # ---------------------------------------------------------------------------------------
 
@@ -185,25 +407,101 @@ class _Unsupported(Exception):
     """A value that cannot be turned into a numeric array (kept out of the result)."""
 
 
-def _chumpy_value(obj: _ChumpyStandIn, depth: int) -> np.ndarray:
-    """What chumpy's ``compute_r`` would give for the expressions MANO uses."""
+class _Work:
+    """What turning one file's objects into arrays may still build, and the stand-ins already evaluated."""
+
+    def __init__(self) -> None:
+        self.elements_left = _MAX_ELEMENTS
+        self.done: dict[int, np.ndarray | None] = {}  # id(stand-in) -> its value (None: being evaluated)
+
+    def spend(self, n: int) -> None:
+        """Count ``n`` more array elements built, refusing to go past :data:`_MAX_ELEMENTS` in all."""
+        if n > self.elements_left:
+            raise _TooLarge(f"values that expand to more than {_MAX_ELEMENTS:,} array elements")
+        self.elements_left -= n
+
+
+def _expanded_count(value: Any, limit: int) -> int:
+    """How many elements ``np.asarray(value)`` would build, counted without building anything.
+
+    Lists and tuples are expanded, a shared one counted at each use (and at least 1, so
+    that nests of empty lists count too), arrays by their size, strings by their length.
+
+    Raises:
+        _TooLarge: more than ``limit`` elements, a list inside itself, or nesting deeper
+            than :data:`_MAX_NESTING`.
+    """
+    counted: dict[int, int] = {}  # id -> count (-1: being counted)
+
+    def count(v: Any, depth: int) -> int:
+        if isinstance(v, np.ndarray):
+            return max(v.size, 1)
+        if isinstance(v, (str, bytes)):
+            return max(len(v), 1)
+        if not isinstance(v, (list, tuple)):
+            return 1
+        if id(v) in counted:
+            if counted[id(v)] < 0:
+                raise _TooLarge("a list that contains itself")
+            return counted[id(v)]
+        if depth > _MAX_NESTING:
+            raise _TooLarge(f"lists nested more than {_MAX_NESTING} levels deep")
+        counted[id(v)] = -1
+        total = 0
+        for item in v:
+            total += count(item, depth + 1)
+            if total > limit:
+                raise _TooLarge(f"values that expand to more than {_MAX_ELEMENTS:,} array elements")
+        counted[id(v)] = max(total, 1)
+        return counted[id(v)]
+
+    return count(value, 0)
+
+
+def _as_array(value: Any, work: _Work, dtype: Any = None) -> np.ndarray:
+    """``np.asarray(value, dtype)``, its size counted against ``work`` before it is built."""
+    work.spend(_expanded_count(value, work.elements_left))
+    return np.asarray(value, dtype=dtype)
+
+
+def _chumpy_value(obj: _ChumpyStandIn, work: _Work, depth: int) -> np.ndarray:
+    """What chumpy's ``compute_r`` would give for the expressions MANO uses (each evaluated once)."""
+    if id(obj) in work.done:
+        if work.done[id(obj)] is None:
+            raise _Unsupported("a chumpy expression that contains itself")
+        return work.done[id(obj)]
+    work.done[id(obj)] = None
+    try:
+        out = _evaluate_chumpy(obj, work, depth)
+    except BaseException:
+        del work.done[id(obj)]
+        raise
+    work.done[id(obj)] = out
+    return out
+
+
+def _evaluate_chumpy(obj: _ChumpyStandIn, work: _Work, depth: int) -> np.ndarray:
     state = obj.state if isinstance(obj.state, dict) else {}
     kind = obj.qualname
     if kind == "chumpy.ch.Ch" and "x" in state:  # Ch.compute_r: self.x
-        return np.asarray(_to_plain(state["x"], depth + 1))
-    if kind == "chumpy.reordering.Select" and {"a", "idxs"} <= state.keys():
+        out = _as_array(_to_plain(state["x"], work, depth + 1), work)
+    elif kind == "chumpy.reordering.Select" and {"a", "idxs"} <= state.keys():
         # Select.compute_r: a.r.ravel()[idxs], reshaped to preferred_shape when it has one
-        a = np.asarray(_to_plain(state["a"], depth + 1))
-        out = a.ravel()[np.asarray(_to_plain(state["idxs"], depth + 1), dtype=np.int64)]
-        return out.reshape(state["preferred_shape"]) if "preferred_shape" in state else out
-    if kind == "chumpy.reordering.Reshape" and {"a", "newshape"} <= state.keys():
-        return np.asarray(_to_plain(state["a"], depth + 1)).reshape(state["newshape"])
-    if kind == "chumpy.reordering.transpose" and "a" in state:
-        return np.transpose(np.asarray(_to_plain(state["a"], depth + 1)), axes=state.get("axes"))
-    raise _Unsupported(f"a {kind} expression, which handanno cannot evaluate without chumpy")
+        a = _as_array(_to_plain(state["a"], work, depth + 1), work)
+        idxs = _as_array(_to_plain(state["idxs"], work, depth + 1), work, dtype=np.int64)
+        work.spend(a.size + idxs.size)  # the ravel (maybe a copy) and the result
+        out = a.ravel()[idxs]
+        out = out.reshape(state["preferred_shape"]) if "preferred_shape" in state else out
+    elif kind == "chumpy.reordering.Reshape" and {"a", "newshape"} <= state.keys():
+        out = _as_array(_to_plain(state["a"], work, depth + 1), work).reshape(state["newshape"])
+    elif kind == "chumpy.reordering.transpose" and "a" in state:
+        out = np.transpose(_as_array(_to_plain(state["a"], work, depth + 1), work), axes=state.get("axes"))
+    else:
+        raise _Unsupported(f"a {kind} expression, which handanno cannot evaluate without chumpy")
+    return out
 
 
-def _sparse_value(obj: _SparseStandIn) -> np.ndarray:
+def _sparse_value(obj: _SparseStandIn, work: _Work) -> np.ndarray:
     """The dense array of a pickled csc/csr matrix (state: data, indices, indptr, _shape)."""
     import scipy.sparse
 
@@ -211,24 +509,28 @@ def _sparse_value(obj: _SparseStandIn) -> np.ndarray:
     shape = state.get("_shape", state.get("shape"))
     if shape is None or not {"data", "indices", "indptr"} <= state.keys():
         raise _Unsupported(f"a {obj.qualname} without its data")
+    dims = _dims(shape)
+    if dims is None or len(dims) != 2:
+        raise ValueError(f"a {obj.qualname} of shape {shape!r}")
+    work.spend(math.prod(dims))  # the dense array, before it is built
     make = scipy.sparse.csc_matrix if obj.fmt == "csc" else scipy.sparse.csr_matrix
-    arrays = (np.asarray(state["data"]), np.asarray(state["indices"]), np.asarray(state["indptr"]))
-    return make(arrays, shape=tuple(int(s) for s in shape)).toarray()
+    arrays = (_as_array(state["data"], work), _as_array(state["indices"], work), _as_array(state["indptr"], work))
+    return make(arrays, shape=tuple(dims)).toarray()
 
 
-def _to_plain(value: Any, depth: int = 0) -> Any:
+def _to_plain(value: Any, work: _Work, depth: int = 0) -> Any:
     if depth > _MAX_DEPTH:
         raise _Unsupported("a chumpy expression nested too deeply")
     if isinstance(value, _ChumpyStandIn):
-        return _chumpy_value(value, depth)
+        return _chumpy_value(value, work, depth)
     if isinstance(value, _SparseStandIn):
-        return _sparse_value(value)
+        return _sparse_value(value, work)
     return value
 
 
-def _to_array(value: Any) -> np.ndarray:
+def _to_array(value: Any, work: _Work) -> np.ndarray:
     """A plain value as float64 / int64 / bool / str numpy array."""
-    value = _to_plain(value)
+    value = _to_plain(value, work)
     if isinstance(value, bytes):
         value = value.decode("latin1")
     if isinstance(value, str):
@@ -236,9 +538,11 @@ def _to_array(value: Any) -> np.ndarray:
     if isinstance(value, (set, frozenset, dict)) or value is None:
         raise _Unsupported(f"a {type(value).__name__}")
     try:
-        arr = np.asarray(value)
+        arr = _as_array(value, work)
     except (TypeError, ValueError) as exc:
         raise _Unsupported(f"not an array ({exc})") from None
+    if arr.dtype.kind in "fiu":
+        work.spend(arr.size)  # the copy below
     if arr.dtype.kind == "f":
         return arr.astype(np.float64)
     if arr.dtype.kind in "iu":
@@ -270,14 +574,20 @@ def read_model_pickle(path: str | os.PathLike) -> dict[str, np.ndarray]:
 
     Raises:
         HandannoError: the file is missing, not a pickle, truncated, not a dict, or names a
-            class outside the allowed set; the message names the file.
+            class outside the allowed set; or it asks for far more work or memory than a
+            hand model needs (a "pickle bomb", see the module docstring). The message names
+            the file.
     """
     path = Path(path)
     try:
         with path.open("rb") as f:
-            raw = _RestrictedUnpickler(f, path).load()
+            data = _read_bounded(f)
+        _check_operations(data)
+        raw = _RestrictedUnpickler(io.BytesIO(data), path).load()
     except HandannoError:
         raise
+    except _TooLarge as why:
+        raise _refusal(path, why) from None
     except FileNotFoundError:
         raise HandannoError(f"{path}: hand model file not found") from None
     except IsADirectoryError:
@@ -291,10 +601,16 @@ def read_model_pickle(path: str | os.PathLike) -> dict[str, np.ndarray]:
         raise HandannoError(f"{path}: holds a {type(raw).__name__}, not a MANO-format dict of arrays")
 
     out: dict[str, np.ndarray] = {}
+    work = _Work()
     for key, value in raw.items():
+        if not isinstance(key, (str, bytes, int)):
+            logger.debug("%s: a key of type %s left out", path, type(key).__name__)
+            continue
         key = key.decode("latin1") if isinstance(key, bytes) else str(key)
         try:
-            out[key] = _to_array(value)
+            out[key] = _to_array(value, work)
+        except _TooLarge as why:
+            raise _refusal(path, why) from None
         except _Unsupported as why:
             logger.debug("%s: key %r left out: %s", path, key, why)
         except (ValueError, TypeError, IndexError) as exc:

@@ -14,6 +14,10 @@ The run folder (``TrainConfig.out``) holds::
     loss.png, pck.png, predictions.png   plots (see :mod:`handanno.models.train_plots`)
     tb/             TensorBoard events, when tensorboard is installed
 
+A folder that already holds a run is refused unless ``resume`` (continue it from
+``last.pt``) or ``overwrite`` (start again, removing its files) is set, and ``resume``
+without ``last.pt`` is an error: a run is never lost by mistake (:func:`check_run_folder`).
+
 Hardware: CUDA when present (``device="auto"``), mixed precision there (bfloat16 where
 supported, else float16 with a gradient scaler); ``torchrun`` launches DistributedDataParallel
 (set up only when ``WORLD_SIZE`` is in the environment; NCCL on CUDA, Gloo on the CPU), each
@@ -55,6 +59,11 @@ DEFAULT_LR = 1e-3
 CHECKPOINT_FORMAT = "handanno-checkpoint"
 CHECKPOINT_VERSION = 1
 
+RUN_FILES = ("last.pt", "best.pt", "log.csv", "steps.csv", "args.yaml")
+"""Files that make a folder a run folder: training refuses to start anew over them unless told to."""
+
+_RUN_PLOTS = ("loss.png", "pck.png", "predictions.png")
+
 
 @dataclass(frozen=True)
 class TrainConfig:
@@ -77,7 +86,10 @@ class TrainConfig:
         workers: DataLoader worker processes.
         amp: mixed precision on CUDA (ignored on the CPU).
         patience: stop after this many epochs without a better validation metric (0 = never).
-        resume: continue from ``out/last.pt`` when it exists.
+        resume: continue the run in ``out`` from its ``last.pt`` (an error when there is none).
+        overwrite: start a new run in ``out`` even though it holds one (its checkpoints, logs
+            and plots are removed first). Without ``resume`` or ``overwrite`` a folder that
+            holds any of :data:`RUN_FILES` is refused, so that no run is lost by mistake.
         seed: seed of the split, the augmentation and the initial weights.
         log_every: steps between ``steps.csv`` rows.
         max_steps: stop after this many optimizer steps in total (None = no limit).
@@ -102,6 +114,7 @@ class TrainConfig:
     amp: bool = True
     patience: int = 10
     resume: bool = False
+    overwrite: bool = False
     seed: int = 0
     log_every: int = 20
     max_steps: int | None = None
@@ -219,7 +232,12 @@ def save_checkpoint(
         "hand_model": task.hand_model_info() if hasattr(task, "hand_model_info") else None,
         **state,
     }
-    return atomic_write(path, lambda p: torch.save(ckpt, p))
+
+    def _write(p: Path) -> None:
+        with open(p, "wb") as f:  # through a file object, a full disk is an OSError (ENOSPC), not a bare RuntimeError
+            torch.save(ckpt, f)
+
+    return atomic_write(path, _write)
 
 
 def load_checkpoint(path: str | os.PathLike, expected_kind: str | Iterable[str] | None = None) -> dict[str, Any]:
@@ -505,6 +523,47 @@ def cosine_factor(step: int, total_steps: int) -> float:
     return 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * min(step / max(total_steps, 1), 1.0)))
 
 
+def check_run_folder(cfg: TrainConfig) -> None:
+    """Refuse to start where a run would be lost or a resume cannot happen.
+
+    * ``cfg.resume``: ``out/last.pt`` must exist.
+    * neither ``cfg.resume`` nor ``cfg.overwrite``: ``out`` must hold none of
+      :data:`RUN_FILES` (a missing or empty folder, or one with other files, is fine).
+    * not both.
+
+    Raises:
+        HandannoError: naming the folder or the missing checkpoint, and saying what to do.
+    """
+    out = Path(cfg.out)
+    if cfg.resume and cfg.overwrite:
+        raise HandannoError(f"{out}: --resume continues the run there and --overwrite starts it again; choose one")
+    if out.exists() and not out.is_dir():
+        raise HandannoError(f"{out}: is a file, not a run folder; choose another --out")
+    if cfg.resume:
+        if not (out / "last.pt").is_file():
+            raise HandannoError(f"{out / 'last.pt'}: not found, so there is no run to resume (--resume); "
+                                f"check --out, or leave out --resume to start a new run in {out}")  # fmt: skip
+        return
+    found = [name for name in RUN_FILES if (out / name).exists()]
+    if found and not cfg.overwrite:
+        raise HandannoError(f"{out} already holds a training run ({', '.join(found)}): add --resume to continue "
+                            "it, or --overwrite to start again there (its checkpoints and logs are replaced), or "
+                            "choose another --out")  # fmt: skip
+
+
+def _clear_run(out: Path) -> list[str]:
+    """Remove the files an earlier run left in ``out`` (for ``overwrite``); returns their names."""
+    removed = []
+    for name in (*RUN_FILES, *_RUN_PLOTS):
+        if (out / name).is_file():
+            (out / name).unlink()
+            removed.append(name)
+    for events in sorted((out / "tb").glob("events.out.tfevents.*")):
+        events.unlink()
+        removed.append(f"tb/{events.name}")
+    return removed
+
+
 def main(cfg: TrainConfig, task: Task | None = None) -> TrainResult:
     """Train one model as :class:`TrainConfig` says; see the module docstring for the outputs.
 
@@ -517,17 +576,17 @@ def main(cfg: TrainConfig, task: Task | None = None) -> TrainResult:
         :class:`TrainResult`.
 
     Raises:
-        HandannoError: bad labels, a checkpoint of another model type on resume, a
-            diverging loss.
+        HandannoError: ``out`` holds a run and neither ``resume`` nor ``overwrite`` is set;
+            ``resume`` without ``out/last.pt`` (see :func:`check_run_folder`); bad labels, a
+            checkpoint of another model type on resume, a diverging loss.
     """
     from handanno.models import train_plots
 
+    check_run_folder(cfg)  # every process, before any of them writes (init_process_group waits for all)
     di, device = setup_distributed(cfg.device)
     out = Path(cfg.out)
     last_path, best_path = out / "last.pt", out / "best.pt"
-    resume_ckpt = load_checkpoint(last_path, cfg.model) if cfg.resume and last_path.is_file() else None
-    if cfg.resume and resume_ckpt is None:
-        logger.warning("--resume: no %s yet; starting a new run", last_path)
+    resume_ckpt = load_checkpoint(last_path, cfg.model) if cfg.resume else None
 
     torch.manual_seed(cfg.seed + di.rank)
     if task is None:
@@ -578,6 +637,10 @@ def main(cfg: TrainConfig, task: Task | None = None) -> TrainResult:
     step_file = step_writer = tb = None
     if di.is_main:
         out.mkdir(parents=True, exist_ok=True)
+        if cfg.overwrite:
+            removed = _clear_run(out)
+            if removed:
+                logger.info("--overwrite: removed the earlier run's %s from %s", ", ".join(removed), out)
         write_args_yaml(out / "args.yaml", cfg, task)
         step_file = open(out / "steps.csv", "a" if resume_ckpt is not None else "w", newline="")  # noqa: SIM115
         step_writer = csv.DictWriter(step_file, fieldnames=["step", "epoch", "loss", "lr"], extrasaction="ignore")

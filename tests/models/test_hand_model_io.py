@@ -6,8 +6,11 @@ import importlib.util
 import logging
 import os
 import pickle
+import struct
 import subprocess
 import sys
+import time
+import tracemalloc
 import types
 from pathlib import Path
 
@@ -406,3 +409,148 @@ def test_shipped_open_model_loads_and_runs(side, no_env):
     out = layer(torch.zeros(1, 48), torch.zeros(1, 10), torch.zeros(1, 3))
     assert out.joints.shape == (1, 21, 3) and torch.isfinite(out.vertices).all()
     assert torch.equal(out.joints[:, [4, 8, 12, 16, 20]], out.vertices[:, model.tip_vertex_ids])
+
+
+# ---------------------------------------------------------------------------------------
+# Pickle bombs: small files that ask for gigabytes or ages of work are refused before it
+# ---------------------------------------------------------------------------------------
+
+_reconstruct = np.zeros(0).__reduce__()[0]  # numpy's array reconstructors, as pickles name them
+_frombuffer = np.zeros(1).__reduce_ex__(5)[0]
+
+
+class _Reduce:
+    """Pickles as ``func(*args)`` (then ``__setstate__(state)``), whatever ``func`` is."""
+
+    def __init__(self, func, args, state=None):
+        self.func, self.args, self.state = func, args, state
+
+    def __reduce__(self):
+        return (self.func, self.args) if self.state is None else (self.func, self.args, self.state)
+
+
+def _bomb_shared_lists(path):
+    """[[a, a], [a, a]] nested 19 times over 64 floats: ~700 bytes, 2**19 * 64 = 33.5 million floats as an array."""
+    a = [0.5] * 64
+    for _ in range(19):
+        a = [a, a]
+    path.write_bytes(pickle.dumps({"v_template": a}, protocol=2))
+
+
+def _bomb_shared_tuple_key(path):
+    """A dict key of 2**25 tuples built from one another: hashing it visits each one (at 60 levels: forever)."""
+    t = ()
+    for _ in range(25):
+        t = (t, t)
+    body = pickle.dumps(t, protocol=2)[2:-1]  # without PROTO and STOP; never hashed here
+    path.write_bytes(b"\x80\x02}" + body + b"K\x01s.")  # {t: 1}
+
+
+def _bomb_deep_tuple_key(path):
+    """A dict key of 10,000 tuples one inside the other (hashing and printing it recurse that deep)."""
+    path.write_bytes(b"\x80\x02})" + b"\x85" * 10_000 + b"K\x01s.")  # {((((),),),...): 1}
+
+
+def _bomb_memo_index(path):
+    """An empty dict stored under memo index 2**24: the unpickler makes its memo table that long (128 MB)."""
+    path.write_bytes(b"\x80\x02}r" + (2**24).to_bytes(4, "little") + b".")
+
+
+def _bomb_array_shape(path):
+    """numpy's _reconstruct asked for a (10**6, 10**6) int8 array, 1 TB, before any data is read."""
+    bomb = _Reduce(_reconstruct, (np.ndarray, (10**6, 10**6), b"b"))
+    path.write_bytes(pickle.dumps({"v_template": bomb}, protocol=2))
+
+
+def _bomb_object_array_shape(path):
+    """An object array whose state says (10**6, 10**6) and holds no values: numpy allocates 8 TB first."""
+    bomb = _Reduce(_reconstruct, (np.ndarray, (0,), b"b"), (1, (10**6, 10**6), np.dtype(object), False, []))
+    path.write_bytes(pickle.dumps({"v_template": bomb}, protocol=2))
+
+
+def _bomb_ndarray_called(path):
+    """numpy.ndarray((10**6, 10**6), object) called by the pickle: 8 TB, zero-filled."""
+    path.write_bytes(pickle.dumps({"v_template": _Reduce(np.ndarray, ((10**6, 10**6), np.dtype(object)))}, protocol=2))
+
+
+def _bomb_frombuffer_then_state(path):
+    """An array from _frombuffer (protocol 5), then given the state of a (10**6, 10**6) object array."""
+    state = (1, (10**6, 10**6), np.dtype(object), False, [])
+    bomb = _Reduce(_frombuffer, (b"", np.dtype("u1"), (0,), "C"), state)
+    path.write_bytes(pickle.dumps({"v_template": bomb}, protocol=5))
+
+
+def _bomb_sparse_shape(path):
+    """A csc matrix of shape (10**12, 1) with one entry: its dense array would take 8 TB."""
+    m = FakeOldCsc.__new__(FakeOldCsc)
+    m.__dict__.update({"_shape": (10**12, 1), "maxprint": 50, "format": "csc", "data": np.ones(1),
+                       "indices": np.zeros(1, np.int32), "indptr": np.array([0, 1], np.int32)})  # fmt: skip
+    dump_with_foreign_names({"J_regressor": m}, path, 2)
+
+
+_BOMBS = {f.__name__.removeprefix("_bomb_"): f for f in (_bomb_shared_lists, _bomb_shared_tuple_key,
+                                                         _bomb_deep_tuple_key, _bomb_memo_index, _bomb_array_shape,
+                                                         _bomb_object_array_shape, _bomb_ndarray_called,
+                                                         _bomb_frombuffer_then_state, _bomb_sparse_shape)}  # fmt: skip
+
+
+def _read_measured(path):
+    """read_model_pickle(path)'s error, seconds taken and peak traced memory (numpy's arrays included)."""
+    tracemalloc.start()
+    t0 = time.perf_counter()
+    try:
+        with pytest.raises(HandannoError) as err:
+            read_model_pickle(path)
+        return err.value, time.perf_counter() - t0, tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+@pytest.mark.parametrize("bomb", list(_BOMBS))
+def test_pickle_bombs_are_refused_quickly_with_bounded_memory(tmp_path, bomb):
+    path = tmp_path / "MANO_RIGHT.pkl"
+    _BOMBS[bomb](path)
+    assert path.stat().st_size < 16_000
+    error, seconds, peak = _read_measured(path)
+    assert f"{path}: refused to read it: it holds " in str(error) and "not a MANO model file" in str(error)
+    assert seconds < 2.0  # the unchecked reader: seconds to forever (the tuple key of 60 levels)
+    assert peak < 16 * 2**20  # the unchecked reader: 130 MB (memo index) to terabytes (shapes)
+
+
+def test_lists_growing_after_they_are_shared_are_counted_before_numpy_builds_them(tmp_path):
+    """A list is shared n times while empty and filled afterwards: 60 kB of pickle, n * n floats as an array.
+
+    The check of the operations counts a list when it is shared; what it holds in the end is
+    counted when the arrays are built.
+    """
+    n = 6000  # 36 million floats: 288 MB, and as much again for the float64 copy
+    raw = (b"\x80\x02}" + b"X\x0a\x00\x00\x00v_template"
+           + b"(]q\x00" + b"h\x00" * (n - 1) + b"l"  # MARK, a = [] (memo 0), a again n - 1 times, LIST: [a] * n
+           + b"s"  # {"v_template": [a] * n}
+           + b"h\x00(" + (b"G" + struct.pack(">d", 0.5)) * n + b"e"  # a.extend([0.5] * n)
+           + b"0.")  # fmt: skip
+    path = tmp_path / "MANO_RIGHT.pkl"
+    path.write_bytes(raw)
+    error, seconds, peak = _read_measured(path)
+    assert "more than 33,554,432 array elements" in str(error) and f"{path}: refused" in str(error)
+    assert seconds < 2.0 and peak < 16 * 2**20
+
+
+def test_file_size_and_operation_count_are_bounded(tmp_path, mano_dict, monkeypatch):
+    path = write_plain(mano_dict, tmp_path / "MANO_RIGHT.pkl", protocol=2)
+    size = path.stat().st_size
+    monkeypatch.setattr(hand_model_io, "MAX_MODEL_FILE_BYTES", size - 1)
+    with pytest.raises(HandannoError, match=f"refused to read it: it holds more than {size - 1:,} bytes"):
+        read_model_pickle(path)
+    monkeypatch.setattr(hand_model_io, "MAX_MODEL_FILE_BYTES", size)
+    assert read_model_pickle(path).keys() >= {"v_template", "f"}
+    monkeypatch.setattr(hand_model_io, "_MAX_OPERATIONS", 1000)
+    with pytest.raises(HandannoError, match="it holds more than 1,000 pickle operations"):
+        read_model_pickle(write_plain({"v_template": [0.5] * 2000}, tmp_path / "lists.pkl"))
+
+
+def test_model_as_plain_lists_is_within_the_bounds(tmp_path, mano_dict):
+    """The limits leave room: every key as nested lists of floats (~500,000 operations) still reads."""
+    plain = {k: v.tolist() if isinstance(v, np.ndarray) else v for k, v in mano_dict.items()}
+    got = read_model_pickle(write_plain(plain, tmp_path / "MANO_RIGHT.pkl", protocol=2))
+    _assert_same_model(got, mano_dict)

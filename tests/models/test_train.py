@@ -154,6 +154,61 @@ def test_early_stopping(labels, tmp_path):
     assert result.best_checkpoint is not None and load_checkpoint(result.best_checkpoint)["epoch"] == 1
 
 
+def _run_files(out):
+    return {name: (out / name).read_bytes() for name in ("best.pt", "last.pt", "log.csv", "steps.csv", "args.yaml")}
+
+
+def test_an_existing_run_is_refused_without_resume_or_overwrite(cpm_run, tmp_path, labels):
+    """Training into a folder that holds a run neither resumes nor overwrites it unless told which."""
+    cfg, first = cpm_run
+    out = tmp_path / "run"
+    shutil.copytree(first.out, out)
+    before = _run_files(out)
+    with pytest.raises(HandannoError) as err:
+        main(dataclasses.replace(cfg, out=str(out)))
+    msg = str(err.value)
+    assert f"{out} already holds a training run" in msg and "--resume" in msg and "--overwrite" in msg
+    res = CliRunner().invoke(cli, ["train", "cpm", "--labels", str(labels), "--out", str(out), "--epochs", "1",
+                                   "--workers", "0", "--device", "cpu", "--no-plots"])  # fmt: skip
+    assert res.exit_code == 2 and "Traceback" not in res.output, res.output
+    assert len(res.output.strip().splitlines()) == 1 and str(out) in res.output and "--overwrite" in res.output
+    assert _run_files(out) == before  # best.pt, last.pt, log.csv untouched
+    with pytest.raises(HandannoError, match="choose one"):
+        main(dataclasses.replace(cfg, out=str(out), resume=True, overwrite=True))
+
+
+def test_overwrite_starts_again_in_the_folder(cpm_run, tmp_path):
+    cfg, first = cpm_run
+    out = tmp_path / "run"
+    shutil.copytree(first.out, out)
+    (out / "notes.txt").write_text("mine")
+    result = main(dataclasses.replace(cfg, out=str(out), epochs=1, overwrite=True))
+    assert result.epochs_run == 1 and load_checkpoint(out / "last.pt")["epoch"] == 1
+    with open(out / "log.csv") as f:
+        assert [r["epoch"] for r in csv.DictReader(f)] == ["1"]  # the old run's rows are gone, not appended to
+    assert (out / "notes.txt").read_text() == "mine"  # only the run's own files are replaced
+
+
+def test_an_empty_or_unrelated_folder_is_fine_without_flags(cpm_run, tmp_path):
+    cfg, _ = cpm_run
+    out = tmp_path / "empty"
+    out.mkdir()
+    (out / "README").write_text("not a run file")
+    assert main(dataclasses.replace(cfg, out=str(out), epochs=1, max_steps=1)).steps == 1
+
+
+def test_resume_without_a_checkpoint_is_an_error(cpm_run, tmp_path, labels):
+    cfg, _ = cpm_run
+    out = tmp_path / "nothing_yet"
+    with pytest.raises(HandannoError) as err:
+        main(dataclasses.replace(cfg, out=str(out), resume=True))
+    assert f"{out / 'last.pt'}: not found, so there is no run to resume" in str(err.value)
+    assert not out.exists()  # nothing was started
+    res = CliRunner().invoke(cli, ["train", "cpm", "--labels", str(labels), "--out", str(out), "--resume",
+                                   "--workers", "0", "--device", "cpu"])  # fmt: skip
+    assert res.exit_code == 2 and f"{out / 'last.pt'}: not found" in res.output and "Traceback" not in res.output
+
+
 def test_bad_checkpoints_are_clear_errors(cpm_run, tmp_path, labels):
     _, result = cpm_run
     with pytest.raises(HandannoError, match="'cpm' checkpoint, but a unet model was asked for"):
