@@ -33,8 +33,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from handanno.annotate import pipeline
-from handanno.annotate.pipeline import AcceptSettings, PipelineSettings, frame_quality, run_pipeline
+from handanno.annotate.pipeline import PipelineSettings, run_pipeline
+from handanno.annotate.quality import AcceptSettings, frame_quality
 from handanno.annotate.session_io import (
     open_session,
     read_fit,
@@ -42,10 +42,11 @@ from handanno.annotate.session_io import (
     read_session_keypoints,
     write_keypoints_file,
 )
-from handanno.annotate.synth import SynthSettings, synthesize
+from handanno.annotate.triangulate import triangulate_frames
 from handanno.data import metrics
-from handanno.models.hand_model_io import load_hand_model
-from handanno.models.mano import ManoLayer
+from handanno.handmodel.mano import ManoLayer
+from handanno.handmodel.model_io import load_hand_model
+from handanno.synth.capture import SynthSettings, synthesize
 
 # The checks the acceptance test had before: every other threshold of AcceptSettings is switched off.
 OLD_FIELDS = ("max_reproj_px", "max_reproj_rel", "min_mask_iou", "min_views")
@@ -128,11 +129,13 @@ def evaluate_frames(run_dir: Path, layer: ManoLayer, accept: AcceptSettings, set
             verts = layer(t["pose"], t["betas"], t["trans"]).vertices[0].double().numpy()  # (V, 3)
         masks = [read_mask(s.mask_path(c, f), cam.image_size) if s.mask_path(c, f).is_file() else None
                  for c, cam in zip(s.cameras, s.rig, strict=True)]  # fmt: skip
-        tri = pipeline.run_triangulate(s.rig, kp_all[b : b + 1], settings).joints3d[0]
+        tri = triangulate_frames(s.rig, kp_all[b : b + 1], settings.min_keypoint_conf,
+                                 settings.triangulation_max_px).joints3d[0]  # fmt: skip
         t0 = time.perf_counter()
-        q_old = frame_quality(fit["joints"], verts, faces, s.rig, kp_all[b], masks, old_s, tri)
+        q_old = frame_quality(fit["joints"], verts, faces, s.rig, kp_all[b], masks, old_s.accept, joints_tri=tri)
         t1 = time.perf_counter()
-        q_new = frame_quality(fit["joints"], verts, faces, s.rig, kp_all[b], masks, new_s, tri, fit["pose"], layer)
+        q_new = frame_quality(fit["joints"], verts, faces, s.rig, kp_all[b], masks, new_s.accept, joints_tri=tri,
+                              pose=fit["pose"], layer=layer)
         t2 = time.perf_counter()
         new_reasons = [r for r in q_new["reasons"] if r not in q_old["reasons"]]
         rows.append({"frame": f, "mpjpe_mm": float(metrics.joint_errors_mm(fit["joints"], gt["joints"]).mean()),

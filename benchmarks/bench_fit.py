@@ -29,11 +29,11 @@ import torch
 
 from handanno.annotate.pipeline import PipelineSettings, run_pipeline
 from handanno.annotate.session_io import open_session, read_fit, read_session_keypoints
-from handanno.annotate.synth import SynthSettings, synthesize
 from handanno.calibration.triangulate import triangulate_robust
 from handanno.data import metrics
-from handanno.models.hand_model_io import load_hand_model
-from handanno.models.mano import ManoLayer
+from handanno.handmodel.mano import ManoLayer
+from handanno.handmodel.model_io import load_hand_model
+from handanno.synth.capture import SynthSettings, synthesize
 
 
 def triangulation_baseline(session_dir: Path) -> dict:

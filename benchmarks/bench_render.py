@@ -41,8 +41,8 @@ log = logging.getLogger("bench_render")
 def stand_in_hand() -> tuple[np.ndarray, np.ndarray, str]:
     """``(V, 3)`` metres, ``(F, 3)``: the hand model when present, else palm + 5 capsules."""
     try:
-        from handanno.models.hand_model_io import load_hand_model
-        from handanno.models.mano import ManoLayer
+        from handanno.handmodel.mano import ManoLayer
+        from handanno.handmodel.model_io import load_hand_model
 
         model = load_hand_model("right")
         layer = ManoLayer(model)

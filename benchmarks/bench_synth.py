@@ -21,8 +21,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from handanno.annotate.synth import SynthSettings, synthesize
 from handanno.calibration.rig_io import parse_image_size
+from handanno.synth.capture import SynthSettings, synthesize
 
 
 def main() -> None:

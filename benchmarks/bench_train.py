@@ -37,10 +37,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from handanno.cli import parse_sets  # noqa: E402
 from handanno.data.augment import AugmentConfig  # noqa: E402
 from handanno.data.datasets import DataConfig, HandCropDataset  # noqa: E402
-from handanno.models.mano import ManoLayer  # noqa: E402
+from handanno.handmodel.mano import ManoLayer  # noqa: E402
+from handanno.models.evaluate import autocast  # noqa: E402
 from handanno.models.nets import make_task  # noqa: E402
 from handanno.models.toy_labels_io import make_toy_labels, toy_hand_model  # noqa: E402
-from handanno.models.train import _autocast  # noqa: E402
 
 log = logging.getLogger("bench_train")
 
@@ -54,7 +54,7 @@ TINY = {
 
 def _hand_layers():
     try:
-        from handanno.models.hand_model_io import load_hand_model
+        from handanno.handmodel.model_io import load_hand_model
 
         return {s: ManoLayer(load_hand_model(s)) for s in ("right", "left")}, "open hand model"
     except Exception as exc:  # noqa: BLE001 - the shipped model may be missing in a development tree
@@ -90,7 +90,7 @@ def bench_steps(task, batch, device, steps: int, warmup: int) -> float:
         if device.type == "cuda":
             torch.cuda.synchronize()
         t0 = time.perf_counter()
-        with _autocast(device, True):
+        with autocast(device, True):
             out = task.forward(model, batch, train=True)
         loss, _ = task.loss(out, batch)
         opt.zero_grad(set_to_none=True)
@@ -118,7 +118,7 @@ def bench_end_to_end(task, ds, device, batch_size: int, workers: int, steps: int
             it = iter(loader)
             batch = next(it)
         batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-        with _autocast(device, True):
+        with autocast(device, True):
             out = task.forward(model, batch, train=True)
         loss, _ = task.loss(out, batch)
         opt.zero_grad(set_to_none=True)

@@ -78,8 +78,8 @@ def constant_hand_baseline(train_dirs: list[Path], eval_dirs: list[Path], model_
     from handanno.data import metrics
     from handanno.data.freihand import split_mano_vector
     from handanno.data.freihand_io import read_freihand
-    from handanno.models.hand_model_io import load_hand_model
-    from handanno.models.mano import ManoLayer
+    from handanno.handmodel.mano import ManoLayer
+    from handanno.handmodel.model_io import load_hand_model
 
     train = [read_freihand(d, check_images=False) for d in train_dirs]
     poses = np.concatenate([split_mano_vector(t.mano).pose.reshape(-1, 48) for t in train])
@@ -147,7 +147,7 @@ def main() -> int:
                    help="cpm, unet: evaluate with the flip test (each crop's maps averaged with its mirror image's)")
     p.add_argument("--prepare-only", action="store_true", help="make the sessions and labels, train nothing")
     args = p.parse_args()
-    from handanno.models.train import load_checkpoint
+    from handanno.models.checkpoints import load_checkpoint
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     work = Path(args.work)
     handanno = [sys.executable, "-m", "handanno.cli"]

@@ -163,7 +163,7 @@ def train_cmd(kind: str, labels: tuple[str, ...], val: tuple[str, ...], out: str
     _set_threads(threads)
     from handanno.data.augment import AugmentConfig
     from handanno.data.datasets import DataConfig
-    from handanno.models.train import TrainConfig
+    from handanno.models.checkpoints import TrainConfig
     from handanno.models.train import main as train_main
 
     model_config = parse_sets(sets)
@@ -250,8 +250,8 @@ def synth_cmd(out: str, cameras: int, frames: int, hand: str, model_dir: str | N
     Writes rig.json, images/, masks_gt/, ground_truth/, keypoints2d/, calib/ and preview.png
     (all cameras of the middle frame with the true skeleton).
     """
-    from handanno.annotate.synth import SynthSettings, synthesize
     from handanno.calibration.rig_io import parse_image_size
+    from handanno.synth.capture import SynthSettings, synthesize
 
     settings = SynthSettings(
         out_dir=out, num_cameras=cameras, num_frames=frames, hand=hand, model_dir=model_dir,
@@ -361,7 +361,8 @@ def fit_cmd(session: str, model_dir: str | None, hand: str, detector: str, weigh
     """
     from pathlib import Path
 
-    from handanno.annotate.pipeline import AcceptSettings, PipelineSettings, run_pipeline
+    from handanno.annotate.pipeline import PipelineSettings, run_pipeline
+    from handanno.annotate.quality import AcceptSettings
 
     _set_threads(threads)
     settings = PipelineSettings(
@@ -477,8 +478,8 @@ def demo_cmd(out: str, cameras: int, frames: int, image_size: str, seed: int, de
     """Run the whole job on a synthetic capture: synth, calibrate, fit, export; print the numbers."""
     from pathlib import Path
 
-    from handanno.annotate.demo import DemoSettings, format_summary, run_demo
     from handanno.calibration.rig_io import parse_image_size
+    from handanno.demo import DemoSettings, format_summary, run_demo
 
     summary = run_demo(DemoSettings(out_dir=Path(out), num_cameras=cameras, num_frames=frames,
                                     image_size=parse_image_size(image_size), seed=seed, device=device,

@@ -33,7 +33,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from handanno.annotate.overlay import mesh_mask
+from handanno.annotate.segment import mesh_mask
 from handanno.annotate.session_io import Session, open_session, read_fit, read_mask
 from handanno.calibration.camera import Camera, distort_normalized
 from handanno.data.files_io import read_image
@@ -47,8 +47,8 @@ from handanno.data.freihand import (
 from handanno.data.freihand_io import PENDING_DIR, FreiHANDLabels, FreiHANDSample, FreiHANDWriter, read_freihand
 from handanno.data.lock_io import FolderLock
 from handanno.errors import HandannoError
-from handanno.models.hand_model_io import load_hand_model
-from handanno.models.mano import ManoLayer
+from handanno.handmodel.mano import ManoLayer
+from handanno.handmodel.model_io import load_hand_model
 
 log = logging.getLogger(__name__)
 
@@ -216,7 +216,7 @@ def _wanted(session: Session, source: str, only_accepted: bool) -> tuple[list[tu
 def export_up_to_date(session: Session, source: str = "fits", out_dir: Path | None = None,
                       only_accepted: bool = True) -> bool:  # fmt: skip
     """Whether :func:`export_session` would find nothing to do (see :func:`labels_up_to_date`)."""
-    out_dir = Path(out_dir) if out_dir is not None else session.root / "labels"
+    out_dir = Path(out_dir) if out_dir is not None else session.labels_dir
     return labels_up_to_date(out_dir, _wanted(session, source, only_accepted)[1])
 
 
@@ -243,7 +243,7 @@ def export_session(
 
     Args:
         session: the opened session (all its frames are exported).
-        layer: the :class:`handanno.models.mano.ManoLayer` the fits were made with.
+        layer: the :class:`handanno.handmodel.mano.ManoLayer` the fits were made with.
         source: ``"fits"`` or ``"ground_truth"``.
         out_dir: where to write (default ``session/labels``).
         only_accepted: skip frames whose quality record is not accepted (ground truth is
@@ -252,7 +252,7 @@ def export_session(
     """
     if source not in ("fits", "ground_truth"):
         raise HandannoError(f"export source must be fits or ground_truth, got {source!r}")
-    out_dir = Path(out_dir) if out_dir is not None else session.root / "labels"
+    out_dir = Path(out_dir) if out_dir is not None else session.labels_dir
     check_labels_target(out_dir, session.root)
     if not any(session.fit_path(f, source).is_file() for f in session.frames):
         raise HandannoError(f"{session.root / source}: no records to export; run `handanno fit` first")
@@ -424,7 +424,7 @@ def export_labels(
         raise HandannoError(f"{session.root / source}: records are of the {' and '.join(hands)} hand, "
                             f"but --hand {hand} was asked for")  # fmt: skip
     layer = ManoLayer(load_hand_model(hand, model_dir))
-    out = Path(out_dir) if out_dir is not None else session.root / "labels"
+    out = Path(out_dir) if out_dir is not None else session.labels_dir
     check_labels_target(out, session.root)
     with FolderLock(session.root, f"handanno export --session {session.root}"):
         n = export_session(session, layer, source=source, out_dir=out, only_accepted=only_accepted,

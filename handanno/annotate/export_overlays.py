@@ -20,7 +20,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from handanno.annotate.overlay import contact_sheet, draw_outline, draw_skeleton, mesh_mask, put_label
+from handanno.annotate.overlay import contact_sheet, draw_outline, draw_skeleton, put_label
+from handanno.annotate.segment import mesh_mask
 from handanno.annotate.session_io import Session, read_fit, read_keypoints_file
 from handanno.data.files_io import read_image, write_image
 
@@ -98,7 +99,7 @@ def write_overlays(session: Session, layer: torch.nn.Module, progress: bool = Tr
 
     Args:
         session: the opened session.
-        layer: the :class:`handanno.models.mano.ManoLayer` the fits were made with.
+        layer: the :class:`handanno.handmodel.mano.ManoLayer` the fits were made with.
         progress: show a progress bar.
         folder: the output folder inside the session.
 
@@ -107,7 +108,7 @@ def write_overlays(session: Session, layer: torch.nn.Module, progress: bool = Tr
     """
     frames = [f for f in session.frames if session.fit_path(f).is_file()]
     if not frames:
-        log.warning("%s: no fits to draw overlays of", session.root / "fits")
+        log.warning("%s: no fits to draw overlays of", session.fits_dir)
         return 0
     faces = layer.faces.cpu().numpy()
     written = 0

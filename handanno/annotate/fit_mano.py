@@ -62,7 +62,7 @@ class FitSettings:
     sil_ref_noise_px: float = 3.0
     sil_kp_scale_range: tuple[float, float] = (0.25, 16.0)
     w_pose_prior: float = 0.02
-    # "anatomical": a Gaussian on each joint's [twist, flex, side] axes (handanno.models.hand_axes):
+    # "anatomical": a Gaussian on each joint's [twist, flex, side] axes (handanno.handmodel.hand_axes):
     # pose_prior_std_rad for flexion and spread (and the thumb's CMC), pose_prior_twist_std_rad
     # for rotation about the joint's own bone and sideways at hinges (PIP, DIP, thumb IP).
     # Measured on synth sessions with varied postures (3 px + 10 % outliers, 20 frames, exact
@@ -160,7 +160,7 @@ def initial_pose(
     """Global rotation and translation that align the model's mean-pose keypoints to triangulated ones.
 
     Args:
-        layer: a :class:`handanno.models.mano.ManoLayer`.
+        layer: a :class:`handanno.handmodel.mano.ManoLayer`.
         joints3d: ``(B, 21, 3)`` metres, NaN where unknown.
         betas: ``(10,)`` or None for the mean shape.
 
@@ -241,7 +241,7 @@ def pose_prior_basis(layer: torch.nn.Module, betas: np.ndarray,
     """The articulation prior's ``components (45, 45)`` and ``stddev (45,)`` on the layer's device.
 
     ``"anatomical"``: axes from the hand's flat rest keypoints with ``betas``
-    (:func:`handanno.models.hand_axes.anatomical_pose_prior`); ``"isotropic"``: the identity.
+    (:func:`handanno.handmodel.hand_axes.anatomical_pose_prior`); ``"isotropic"``: the identity.
 
     Args:
         layer: the hand model layer.
@@ -254,7 +254,7 @@ def pose_prior_basis(layer: torch.nn.Module, betas: np.ndarray,
                 torch.full((45,), settings.pose_prior_std_rad, device=dev, dtype=dtype))  # fmt: skip
     if settings.pose_prior != "anatomical":
         raise HandannoError(f"pose_prior {settings.pose_prior!r}: use anatomical or isotropic")
-    from handanno.models.hand_axes import PriorStd, anatomical_pose_prior, hand_axes
+    from handanno.handmodel.hand_axes import PriorStd, anatomical_pose_prior, hand_axes
 
     flat = -layer.pose_mean[None]  # (1, 48): every joint at articulation 0 (the flat hand)
     with torch.no_grad():
@@ -279,7 +279,7 @@ def fit_batch(
     """Fit the hand model to a batch of frames seen by C cameras.
 
     Args:
-        layer: a :class:`handanno.models.mano.ManoLayer` on the device to use.
+        layer: a :class:`handanno.handmodel.mano.ManoLayer` on the device to use.
         inputs: observations (see :class:`FitInputs`), on the same device.
         settings: the schedule, learning rates and loss weights.
         init_pose: ``(B, 48)``; None = from ``inputs.joints3d``.

@@ -14,8 +14,6 @@ from collections.abc import Sequence
 import cv2
 import numpy as np
 
-from handanno.calibration.camera import Camera
-from handanno.check import check_shape
 from handanno.data.conventions import BONES
 
 # BGR colour per finger (thumb, index, middle, ring, pinky); the wrist is white.
@@ -53,34 +51,6 @@ def draw_skeleton(image: np.ndarray, keypoints: np.ndarray, min_conf: float = 0.
         colour = (255, 255, 255) if j == 0 else FINGER_COLOURS[_finger_of(int(j))]
         cv2.circle(out, tuple(int(x) for x in pts[j]), (thickness + 1) * s, colour, -1, cv2.LINE_AA, _SUBPIXEL)
     return out
-
-
-def mesh_mask(vertices_world: np.ndarray, faces: np.ndarray, camera: Camera) -> np.ndarray:
-    """Hard silhouette ``(H, W)`` bool of a mesh by filling its projected triangles.
-
-    Vertices are projected with distortion; triangle edges are straight between the
-    projected vertices (the error is far below a pixel for hand-sized faces). Faces with
-    a vertex behind the camera, or projected absurdly far (beyond 1e6 px), are skipped.
-
-    Each triangle is filled on its own: ``cv2.fillPoly`` over several polygons uses the
-    even-odd rule, so overlapping faces (front and back of a closed mesh) would cancel out.
-
-    Convention:
-        A pixel is filled when its centre lies inside a projected triangle or less than
-        about half a pixel outside it (OpenCV's fill rule), so the mask is up to half a
-        pixel wider along the outline than the exact ray-cast silhouette
-        (:func:`handanno.annotate.raycast.render_mask`).
-    """
-    check_shape(vertices_world, ("V", 3), "vertices_world")
-    w, h = camera.image_size
-    uv = camera.project(vertices_world)  # (V, 2)
-    z = camera.to_camera(vertices_world)[:, 2]
-    keep = np.all(z[faces] > 1e-3, axis=1) & np.all(np.abs(uv[faces]) < 1e6, axis=(1, 2))  # (F,)
-    tris = np.round(uv[faces[keep]] * (1 << _SUBPIXEL)).astype(np.int32)  # (F', 3, 2)
-    mask = np.zeros((h, w), np.uint8)
-    for tri in tris:
-        cv2.fillConvexPoly(mask, tri, 1, cv2.LINE_8, _SUBPIXEL)
-    return mask > 0
 
 
 def draw_outline(image: np.ndarray, mask: np.ndarray, colour: tuple[int, int, int] = (0, 255, 255)) -> np.ndarray:

@@ -15,9 +15,10 @@ while the hand is millimetres off. These checks look where such a fit shows:
   (:func:`bone_length_deviation`) and joint angles against anatomical ranges
   (:func:`joint_limit_excess`).
 
-:func:`handanno.annotate.pipeline.frame_quality` applies them with the thresholds of
-:class:`handanno.annotate.pipeline.AcceptSettings`; ``benchmarks/bench_acceptance.py``
-measures what they catch.
+:func:`frame_quality` applies them, with the per-view reprojection error and mask IoU, under
+the thresholds of :class:`AcceptSettings`, and writes the frame's ``quality`` record;
+``benchmarks/bench_acceptance.py`` measures what they catch. :func:`evaluate_against_ground_truth`
+scores a synthetic session's fits against its truth.
 
 Convention:
     - 3D points in metres (world or any one frame), keypoints in FreiHAND order
@@ -26,7 +27,7 @@ Convention:
     - Articulation: the 15 MANO joints' full axis-angles (relative to the flat hand, that is
       ``pose[3:] + hands_mean``), MANO joint order 1..15 (index 1-3, middle 4-6, pinky 7-9,
       ring 10-12, thumb 13-15), read on each joint's ``[twist, flex, side]`` axes
-      (:func:`handanno.models.hand_axes.joint_bases`): twist about the bone, flexion towards
+      (:func:`handanno.handmodel.hand_axes.joint_bases`): twist about the bone, flexion towards
       the palm (positive), side = twist x flex.
 """
 
@@ -34,12 +35,20 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Sequence
+from dataclasses import dataclass, fields
 
 import numpy as np
+import torch
 
+from handanno.annotate.segment import mesh_mask
+from handanno.annotate.session_io import Session, json_float, readable_fit
+from handanno.annotate.triangulate import triangulate_frames
+from handanno.calibration.camera import CameraRig
 from handanno.check import check_shape
-from handanno.data.conventions import BONES, NUM_JOINTS
-from handanno.models.hand_axes import hand_axes, joint_bases
+from handanno.data import metrics
+from handanno.data.conventions import BONES, JOINT_NAMES, NUM_JOINTS
+from handanno.handmodel.hand_axes import hand_axes, joint_bases
+from handanno.handmodel.mano import ManoLayer
 
 # The 15 articulated MANO joints (1..15), anatomical names.
 MANO_JOINT_NAMES = (
@@ -171,7 +180,7 @@ def articulation_angles(articulation: np.ndarray, bases: np.ndarray) -> np.ndarr
         articulation: ``(15, 3)`` full axis-angle of MANO joints 1..15 (``pose[3:] +
             hands_mean``, reshaped), radians.
         bases: ``(15, 3, 3)`` orthonormal rows ``[twist, flex, side]`` per joint
-            (:func:`handanno.models.hand_axes.joint_bases`).
+            (:func:`handanno.handmodel.hand_axes.joint_bases`).
 
     Returns:
         ``(15, 3)`` radians; for a rotation about one of the axes, the angle about it.
@@ -184,7 +193,7 @@ def articulation_angles(articulation: np.ndarray, bases: np.ndarray) -> np.ndarr
 def anatomical_bases(rest_joints: np.ndarray, side: str) -> np.ndarray:
     """The joints' ``[twist, flex, side]`` rows from the flat rest keypoints, ``(15, 3, 3)``.
 
-    :func:`handanno.models.hand_axes.joint_bases` of :func:`handanno.models.hand_axes.hand_axes`
+    :func:`handanno.handmodel.hand_axes.joint_bases` of :func:`handanno.handmodel.hand_axes.hand_axes`
     (the fitter's anatomical prior uses the same axes), remembered for the last few
     skeletons: every frame of a session has the same one.
 
@@ -225,3 +234,211 @@ def joint_limit_excess(angles: np.ndarray, limits_deg: np.ndarray = JOINT_LIMITS
 
 __all__ = ["MANO_JOINT_NAMES", "AXIS_NAMES", "JOINT_LIMITS_DEG", "view_bound", "triangulation_gap_m", "bone_lengths",
            "bone_length_deviation", "articulation_angles", "anatomical_bases", "joint_limit_excess"]  # fmt: skip
+
+
+# --------------------------------------------------------------------------- the frame's record
+
+
+@dataclass(frozen=True)
+class AcceptSettings:
+    """Thresholds that decide whether a frame's fit is accepted (all user-settable)."""
+
+    max_reproj_px: float = 8.0  # median over views of each view's median keypoint error
+    # the same error relative to the hand's size in each view (the longer side of the box
+    # around its projected keypoints), so one threshold holds for near and far cameras and
+    # any resolution: 0.05 is 5 px on a 100 px hand
+    max_reproj_rel: float = 0.05
+    min_mask_iou: float = 0.6  # median over views with a mask
+    min_views: int = 2  # views with keypoints
+    # Checks that do not trust the detections alone (handanno.annotate.quality): biased
+    # detections can be reprojected well by a fit that is millimetres off. Chosen on synthetic
+    # sessions read by MediaPipe so that no accepted frame is over 5 mm off while fits to clean
+    # keypoints stay accepted (docs/performance.md, "Acceptance"; benchmarks/bench_acceptance.py).
+    outlier_views: int = 1  # views that may fail the two per-view checks below (one detector or GrabCut miss)
+    max_view_reproj_rel: float = 0.05  # each view's median keypoint error / the hand's size there, every view but those
+    min_view_mask_iou: float = 0.85  # IoU of the fitted mesh and the view's mask, every view with a mask but those
+    max_triangulation_gap_mm: float = 4.5  # median over keypoints of |fit - robust triangulation of the detections|
+    max_bone_dev: float = 0.25  # bone lengths against the model's mean hand, its overall size set aside
+    max_joint_limit_excess_deg: float = 0.0  # beyond the anatomical ranges of JOINT_LIMITS_DEG
+
+    @classmethod
+    def accept_all(cls) -> AcceptSettings:
+        """Thresholds that accept every fitted frame seen in ``min_views`` views (to look at every fit)."""
+        return cls(**{f.name: 1e9 if f.name.startswith("max_") else 0.0
+                      for f in fields(cls) if f.name.startswith(("max_", "min_")) and f.name != "min_views"},
+                   outlier_views=1_000_000)  # fmt: skip
+
+
+
+
+def frame_quality(
+    joints: np.ndarray, vertices: np.ndarray, faces: np.ndarray, rig: CameraRig, kp: np.ndarray,
+    masks: list[np.ndarray | None], accept: AcceptSettings, min_keypoint_conf: float = 0.2,
+    triangulation_max_px: float = 15.0, joints_tri: np.ndarray | None = None, pose: np.ndarray | None = None,
+    layer: ManoLayer | None = None,
+) -> dict:
+    """One frame's quality record: per-view errors, the checks of :mod:`handanno.annotate.quality`, accepted + reasons.
+
+    Args:
+        joints: ``(21, 3)`` the fitted keypoints, world metres.
+        vertices: ``(V, 3)`` the fitted mesh, world metres.
+        faces: ``(F, 3)``.
+        rig: the ``C`` cameras.
+        kp: ``(C, 21, 3)`` the keypoints ``[u, v, conf]`` the fit used, pixels.
+        masks: per camera the ``(H, W)`` bool mask from the image's segmentation, or None.
+        accept: the thresholds.
+        min_keypoint_conf: keypoints under it are not compared with the fit.
+        triangulation_max_px: the robust triangulation's inlier bound (when it triangulates here).
+        joints_tri: ``(21, 3)`` the robust triangulation of ``kp`` (world metres, NaN where
+            unknown); None triangulates here.
+        pose: ``(48,)`` the fitted pose (FreiHAND layout) and ``layer`` the hand model: with
+            both, the hand's plausibility (bone proportions, joint ranges) is checked too.
+        layer: see ``pose``.
+
+    Returns:
+        ``{"reproj_err_px": {cam: px | None}, "mask_iou": {cam: IoU | None}, "accepted": bool,
+        "reasons": [str], "reproj_rel": {cam: error / hand size | None}, "view_reproj_rel",
+        "view_mask_iou" (the per-view values once ``outlier_views`` worst views are set aside),
+        "triangulation_gap_mm", "bone_length_dev", "joint_limit_excess_deg"}``; a value is
+        None where it cannot be computed (its check is then not applied).
+    """
+    acc = accept
+    reproj: dict[str, float | None] = {}
+    rel: dict[str, float] = {}
+    iou: dict[str, float | None] = {}
+    for c, cam in enumerate(rig):
+        ok = kp[c, :, 2] >= min_keypoint_conf
+        if ok.any():
+            uv = cam.project(joints)  # (21, 2)
+            err = float(np.median(np.linalg.norm(uv[ok] - kp[c, ok, :2], axis=1)))
+            reproj[cam.name] = json_float(err)
+            rel[cam.name] = err / max(float(np.ptp(uv, axis=0).max()), 1.0)
+        else:
+            reproj[cam.name] = None
+        if masks[c] is not None:
+            sil = mesh_mask(vertices, faces, cam)
+            union = (sil | masks[c]).sum()
+            iou[cam.name] = json_float(float((sil & masks[c]).sum() / union) if union else 0.0)
+        else:
+            iou[cam.name] = None
+    reasons = []
+    errs = [v for v in reproj.values() if v is not None]
+    rels = list(rel.values())
+    if len(errs) < acc.min_views:
+        reasons.append(f"keypoints in {len(errs)} view(s), fewer than {acc.min_views}")
+    else:
+        if float(np.median(errs)) > acc.max_reproj_px:
+            reasons.append(f"median reprojection error {np.median(errs):.1f} px > {acc.max_reproj_px} px")
+        median_rel = float(np.median(rels))
+        if median_rel > acc.max_reproj_rel:
+            reasons.append(f"median reprojection error {median_rel:.1%} of the hand's size in the image "
+                           f"> {acc.max_reproj_rel:.1%}")
+    ious = [v for v in iou.values() if v is not None]
+    if ious and float(np.median(ious)) < acc.min_mask_iou:
+        reasons.append(f"median mask IoU {np.median(ious):.2f} < {acc.min_mask_iou}")
+    k = acc.outlier_views
+    # view agreement: every view but k agrees with the fit (biased detections disagree between views)
+    view_rel = view_bound(rels, k, "high")
+    if view_rel is not None and view_rel > acc.max_view_reproj_rel:
+        n_off = sum(v > acc.max_view_reproj_rel for v in rels)
+        reasons.append(f"{n_off} of {len(rels)} views off the fit by more than {acc.max_view_reproj_rel:.1%} of "
+                       f"the hand's size (worst but {k}: {view_rel:.1%}); at most {k} allowed")
+    view_iou = view_bound(ious, k, "low")
+    if view_iou is not None and view_iou < acc.min_view_mask_iou:
+        n_off = sum(v < acc.min_view_mask_iou for v in ious)
+        reasons.append(f"{n_off} of {len(ious)} views with mask IoU under {acc.min_view_mask_iou} "
+                       f"(worst but {k}: {view_iou:.2f}); at most {k} allowed")
+    # the fit against the robust triangulation of the same detections
+    if joints_tri is None:
+        joints_tri = triangulate_frames(rig, kp[None], min_keypoint_conf, triangulation_max_px).joints3d[0]
+    gap_m = triangulation_gap_m(joints, joints_tri)
+    gap_mm = None if gap_m is None else 1000.0 * gap_m
+    if gap_mm is not None and gap_mm > acc.max_triangulation_gap_mm:
+        reasons.append(f"fit {gap_mm:.1f} mm from the triangulated keypoints (median) > "
+                       f"{acc.max_triangulation_gap_mm} mm")
+    # plausibility of the hand itself: bone proportions, joint angles
+    bone_dev = limit_deg = None
+    if pose is not None and layer is not None:
+        with torch.no_grad():
+            zeros = torch.zeros(1, 10, dtype=layer.dtype, device=layer.device)
+            rest = layer.keypoints(-layer.pose_mean[None], zeros, zeros[:, :3])[0]  # (21, 3) flat mean hand
+        rest = rest.double().cpu().numpy()
+        _, bone_dev, bone = bone_length_deviation(joints, rest)
+        if bone_dev > acc.max_bone_dev:
+            p, c = BONES[bone]
+            reasons.append(f"bone {JOINT_NAMES[p]}-{JOINT_NAMES[c]} {bone_dev:.0%} off the model's proportions "
+                           f"> {acc.max_bone_dev:.0%}")
+        hands_mean = layer.pose_mean[3:].double().cpu().numpy()
+        articulation = (np.asarray(pose, np.float64)[3:] + hands_mean).reshape(15, 3)  # (15, 3) full axis-angle
+        angles = articulation_angles(articulation, anatomical_bases(rest, layer.side))
+        excess = joint_limit_excess(angles)  # (15, 3) deg
+        j, a = np.unravel_index(int(np.argmax(excess)), excess.shape)
+        limit_deg = float(excess[j, a])
+        if limit_deg > acc.max_joint_limit_excess_deg:
+            lo, hi = JOINT_LIMITS_DEG[j, a]
+            reasons.append(f"{MANO_JOINT_NAMES[j]} {AXIS_NAMES[a]} {np.rad2deg(angles[j, a]):.0f} deg, "
+                           f"{limit_deg:.0f} deg beyond its anatomical range [{lo:.0f}, {hi:.0f}] "
+                           f"> {acc.max_joint_limit_excess_deg} deg")
+
+    def num(x: float | None) -> float | None:
+        return None if x is None else json_float(float(x))
+
+    return {"reproj_err_px": reproj, "mask_iou": iou, "accepted": not reasons, "reasons": reasons,
+            "reproj_rel": {cam.name: num(rel.get(cam.name)) for cam in rig}, "view_reproj_rel": num(view_rel),
+            "view_mask_iou": num(view_iou), "triangulation_gap_mm": num(gap_mm), "bone_length_dev": num(bone_dev),
+            "joint_limit_excess_deg": num(limit_deg)}  # fmt: skip
+
+
+def frame_summary(quality: dict) -> dict:
+    """One frame's line in report.json: accepted, reasons, the medians over views and the other checks' values.
+
+    Example:
+        >>> q = {"reproj_err_px": {"a": 1.0, "b": 3.0, "c": None}, "mask_iou": {"a": 0.9},
+        ...      "accepted": True, "reasons": [], "triangulation_gap_mm": 1.5}
+        >>> frame_summary(q)  # doctest: +NORMALIZE_WHITESPACE
+        {'accepted': True, 'reasons': [], 'median_reproj_err_px': 2.0, 'median_mask_iou': 0.9, 'views': 2,
+         'view_reproj_rel': None, 'view_mask_iou': None, 'triangulation_gap_mm': 1.5, 'bone_length_dev': None,
+         'joint_limit_excess_deg': None}
+    """
+    errs = [v for v in (quality.get("reproj_err_px") or {}).values() if v is not None]
+    ious = [v for v in (quality.get("mask_iou") or {}).values() if v is not None]
+    return {
+        "accepted": bool(quality.get("accepted")),
+        "reasons": list(quality.get("reasons", [])),
+        "median_reproj_err_px": json_float(float(np.median(errs))) if errs else None,
+        "median_mask_iou": json_float(float(np.median(ious))) if ious else None,
+        "views": len(errs),
+        **{key: quality.get(key) for key in ("view_reproj_rel", "view_mask_iou", "triangulation_gap_mm",
+                                             "bone_length_dev", "joint_limit_excess_deg")},
+    }
+
+
+def evaluate_against_ground_truth(session: Session, layer: ManoLayer) -> dict | None:
+    """MPJPE / MPVPE / PA-MPJPE / PA-MPVPE (mm) of fits/ against ground_truth/ over frames that have both."""
+    pairs = [(session.fit_path(f), session.fit_path(f, "ground_truth")) for f in session.frames]
+    pairs = [(readable_fit(a), readable_fit(b)) for a, b in pairs]
+    pairs = [(a, b) for a, b in pairs if a is not None and b is not None]
+    if not pairs:
+        return None
+    fit = [a for a, _ in pairs]
+    gt = [b for _, b in pairs]
+    dev = layer.faces.device
+
+    def verts(recs):
+        pose = torch.as_tensor(np.stack([r["pose"] for r in recs]), dtype=torch.float32, device=dev)
+        betas = torch.as_tensor(np.stack([r["betas"] for r in recs]), dtype=torch.float32, device=dev)
+        trans = torch.as_tensor(np.stack([r["trans"] for r in recs]), dtype=torch.float32, device=dev)
+        with torch.no_grad():
+            out = layer(pose, betas, trans)
+        return out.joints.double().cpu().numpy(), out.vertices.double().cpu().numpy()
+
+    jf, vf = verts(fit)
+    jg, vg = verts(gt)
+    return {
+        "frames": len(pairs),
+        "mpjpe_mm": float(metrics.mpjpe(jf, jg)),
+        "mpvpe_mm": float(metrics.mpvpe(vf, vg)),
+        "pa_mpjpe_mm": float(metrics.pa_mpjpe(jf, jg)),
+        "pa_mpvpe_mm": float(metrics.pa_mpvpe(vf, vg)),
+        "accepted": int(sum(bool(r.get("quality", {}).get("accepted")) for r in fit)),
+    }

@@ -87,6 +87,31 @@ class Session:
         """``fits/<frame>.json`` (or ``ground_truth``)."""
         return self.root / folder / f"{frame}.json"
 
+    @property
+    def fits_dir(self) -> Path:
+        """``fits/``: one record per fitted frame."""
+        return self.root / "fits"
+
+    @property
+    def ground_truth_dir(self) -> Path:
+        """``ground_truth/``: synthetic sessions' true records (same keys as fits/)."""
+        return self.root / "ground_truth"
+
+    @property
+    def labels_dir(self) -> Path:
+        """``labels/``: the FreiHAND-layout export."""
+        return self.root / "labels"
+
+    @property
+    def report_path(self) -> Path:
+        """``report.json``: what the last ``handanno fit`` did."""
+        return self.root / "report.json"
+
+    @property
+    def overlays_dir(self) -> Path:
+        """``overlays/``: pictures of the fits."""
+        return self.root / "overlays"
+
 
 def parse_frame_range(spec: str | None, frames: tuple[str, ...]) -> tuple[str, ...]:
     """Select frames by a Python-style slice over their order, e.g. ``"0:100"``, ``"10:"``, ``"::5"``.
@@ -354,6 +379,17 @@ def keypoints_made_by_handanno(path: Path) -> bool:
     """Whether a keypoint file was written by one of handanno's detectors (else: the user's, or synth's truth)."""
     d = read_json(path, made_by_handanno=False)
     return isinstance(d, dict) and d.get("source") in DETECTED_KEYPOINT_SOURCES
+
+
+def readable_fit(path: Path) -> dict | None:
+    """The record at ``path``, or None when there is none or it cannot be trusted (a warning says why)."""
+    if not path.is_file():
+        return None
+    try:
+        return read_fit(path)
+    except HandannoError as exc:
+        log.warning("%s; that frame is fitted again", exc)
+        return None
 
 
 def fit_record(

@@ -112,7 +112,7 @@ def box_crop_frame(box: np.ndarray, crop_pad: float) -> tuple[np.ndarray, float]
 
     The side is at least ``crop_pad`` pixels; augmentation comes on top. The training crops
     (:class:`handanno.data.datasets.HandCropDataset`) and the detector at run time
-    (:class:`handanno.models.cpm_detector.CPMDetector`) both frame with it, so the network
+    (:class:`handanno.annotate.detect_cpm.CPMDetector`) both frame with it, so the network
     sees the hand at the zoom it was trained on.
 
     Args:

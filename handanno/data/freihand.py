@@ -301,7 +301,7 @@ def rebuild_xyz_from_mano(mano: Any, K: Any, hand_layer: Any) -> RebuiltHand:
         K: crop intrinsics, see above.
         hand_layer: callable ``(pose (B, 48), betas (B, 10), trans (B, 3))`` torch tensors ->
             object with ``.joints`` ``(B, 21, 3)`` (FreiHAND order) and ``.vertices``
-            ``(B, 778, 3)``, e.g. ``handanno.models.mano.ManoLayer``. Inputs are made with
+            ``(B, 778, 3)``, e.g. ``handanno.handmodel.mano.ManoLayer``. Inputs are made with
             the dtype and device of its first floating buffer (float64 CPU if none): use a
             float64 layer for exact comparisons.
 

@@ -1,6 +1,6 @@
 """The numpy LBS reference next to the layer: MANO's forward pass in plain float64 numpy.
 
-A slow, obvious oracle for the batched layers (``handanno.models.mano.ManoLayer`` and
+A slow, obvious oracle for the batched layers (``handanno.handmodel.mano.ManoLayer`` and
 smplx's ``MANO``): :func:`rodrigues` and :func:`axis_angle_of` convert rotations,
 :func:`lbs` poses a MANO-format model dict.
 

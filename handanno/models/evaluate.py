@@ -18,6 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import torch
+from torch import nn
 from torch.utils.data import DataLoader
 
 from handanno.data import augment as aug
@@ -25,7 +28,8 @@ from handanno.data.datasets import DataConfig, HandCropDataset
 from handanno.data.files_io import write_json
 from handanno.device import resolve_device
 from handanno.errors import HandannoError
-from handanno.models.train import load_task, train_config_from_dict, validate
+from handanno.models.checkpoints import load_task, train_config_from_dict
+from handanno.models.nets.tasks import Task
 
 logger = logging.getLogger(__name__)
 
@@ -144,3 +148,53 @@ def format_report(metrics: dict[str, Any]) -> str:
 
 
 __all__ = ["EvalConfig", "evaluate", "format_report"]
+
+
+def to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+
+
+def autocast(device: torch.device, enabled: bool):
+    dtype = torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else torch.float16
+    return torch.autocast(device_type=device.type, dtype=dtype, enabled=enabled and device.type == "cuda")
+
+
+def validate(
+    task: Task, model: nn.Module, loader: DataLoader, device: torch.device, amp: bool = True
+) -> tuple[dict[str, Any], tuple[dict[str, torch.Tensor], Any] | None]:
+    """Validation loss and metrics over a loader.
+
+    Returns:
+        ``(metrics, first)``: metrics include ``val_loss``; ``first`` is the first batch and
+        the model's outputs on it (CPU), for the prediction plot.
+    """
+    model.eval()
+    collected: dict[str, list[np.ndarray]] = {}
+    loss_sum, n = 0.0, 0
+    first = None
+    for batch in loader:
+        batch = to_device(batch, device)
+        with autocast(device, amp):
+            outputs = task.forward(model, batch, train=False)
+        loss, _ = task.loss(outputs, batch)
+        loss_sum += float(loss) * len(batch["uv"])
+        n += len(batch["uv"])
+        for k, v in task.collect(outputs, batch).items():
+            collected.setdefault(k, []).append(v)
+        if first is None:
+            first = ({k: v.cpu() for k, v in batch.items()}, _outputs_to_cpu(outputs))
+    if n == 0:
+        return {"val_loss": float("nan")}, None
+    metrics = task.metrics({k: np.concatenate(v) for k, v in collected.items()})
+    metrics["val_loss"] = loss_sum / n
+    return metrics, first
+
+
+def _outputs_to_cpu(outputs: Any) -> Any:
+    if isinstance(outputs, torch.Tensor):
+        return outputs.detach().float().cpu()
+    if isinstance(outputs, list):
+        return [_outputs_to_cpu(o) for o in outputs]
+    if dataclasses.is_dataclass(outputs):
+        return type(outputs)(**{f.name: _outputs_to_cpu(getattr(outputs, f.name)) for f in dataclasses.fields(outputs)})
+    return outputs

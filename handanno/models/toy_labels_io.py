@@ -174,7 +174,7 @@ def _make_with_model(out: Path, n: int, size: int, rng: np.random.Generator, han
 
     from handanno.data.freihand import root_uv_and_scale
     from handanno.data.freihand_io import FreiHANDSample, FreiHANDWriter
-    from handanno.models.mano import ManoLayer
+    from handanno.handmodel.mano import ManoLayer
 
     layer = ManoLayer(hand_model, dtype=torch.float64)
     with FreiHANDWriter(out, hand_model.name, is_mano=hand_model.is_mano, image_size=size) as writer:
@@ -203,7 +203,7 @@ def toy_hand_model(side: str = "right"):
     ``shapedirs`` scale the hand (beta 0) plus small random directions. The left model is
     the exact mirror (x -> -x) of the right, so mirrored poses give mirrored hands.
     """
-    from handanno.models.mano import HandModelData
+    from handanno.handmodel.mano import HandModelData
 
     rng = np.random.default_rng(12345)
     kp = skeleton_keypoints()  # (21, 3) FreiHAND order

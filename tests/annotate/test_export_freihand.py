@@ -19,9 +19,8 @@ from click.testing import CliRunner
 
 from handanno.annotate import export_freihand
 from handanno.annotate.export_freihand import export_session, undistorted_crop, undistorted_crop_maps
-from handanno.annotate.overlay import mesh_mask
+from handanno.annotate.segment import mesh_mask
 from handanno.annotate.session_io import open_session, read_fit
-from handanno.annotate.synth import SynthSettings, synthesize
 from handanno.calibration.camera import Camera
 from handanno.cli import main
 from handanno.data.freihand import (
@@ -34,8 +33,9 @@ from handanno.data.freihand import (
 )
 from handanno.data.freihand_io import read_freihand
 from handanno.errors import HandannoError
-from handanno.models.hand_model_io import load_hand_model
-from handanno.models.mano import ManoLayer
+from handanno.handmodel.mano import ManoLayer
+from handanno.handmodel.model_io import load_hand_model
+from handanno.synth.capture import SynthSettings, synthesize
 
 CROP = 224
 TIPS = [4, 8, 12, 16, 20]  # FreiHAND keypoints that are surface vertices

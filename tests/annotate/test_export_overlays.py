@@ -8,10 +8,11 @@ import pytest
 import torch
 
 from handanno.annotate.export_overlays import view_tile, write_overlays
-from handanno.annotate.overlay import draw_skeleton, mesh_mask
+from handanno.annotate.overlay import draw_skeleton
+from handanno.annotate.segment import mesh_mask
 from handanno.annotate.session_io import fit_record, open_session, write_keypoints_file
 from handanno.data.files_io import read_image, write_image
-from handanno.models.mano import HandModelData, ManoLayer
+from handanno.handmodel.mano import HandModelData, ManoLayer
 
 W, H = 96, 72
 

@@ -17,21 +17,18 @@ import torch
 from scipy.spatial.transform import Rotation
 
 from handanno.annotate import losses
+from handanno.annotate.fit import crop_masks, hand_boxes, silhouette_renderer
 from handanno.annotate.fit_mano import FitInputs, FitSettings, fit_batch, initial_pose, kabsch, keypoint_noise_px
-from handanno.annotate.pipeline import (
-    PipelineSettings,
-    _silhouette_renderer,
-    crop_masks,
-    hand_boxes,
-    run_triangulate,
-)
+from handanno.annotate.pipeline import PipelineSettings
 from handanno.annotate.session_io import open_session, read_fit, read_mask, read_session_keypoints
-from handanno.annotate.synth import SynthSettings, make_motion, make_rig, synthesize
+from handanno.annotate.triangulate import triangulate_frames
 from handanno.calibration.triangulate import triangulate_robust
 from handanno.data import metrics
 from handanno.errors import HandannoError
-from handanno.models.hand_model_io import load_hand_model
-from handanno.models.mano import ManoLayer
+from handanno.handmodel.mano import ManoLayer
+from handanno.handmodel.model_io import load_hand_model
+from handanno.synth.capture import SynthSettings, make_rig, synthesize
+from handanno.synth.motion import make_motion
 
 F64 = torch.float64
 
@@ -410,7 +407,7 @@ class SessionData:
 
     def inputs(self, sel: list[int]) -> FitInputs:
         kp = self.kp[sel]
-        tri = run_triangulate(self.session.rig, kp, self.settings)
+        tri = triangulate_frames(self.session.rig, kp, self.settings.min_keypoint_conf)
         conf = np.where(kp[..., 2] >= self.settings.min_keypoint_conf, kp[..., 2], 0.0)
         return FitInputs(
             uv_px=torch.as_tensor(kp[..., :2], dtype=torch.float32),
@@ -421,7 +418,7 @@ class SessionData:
         )
 
     def with_masks(self, inputs: FitInputs, sel: list[int], vertices: np.ndarray, fs: FitSettings) -> FitInputs:
-        """Mask crops around ``vertices`` (B, V, 3), as ``pipeline.fit_frames`` makes them."""
+        """Mask crops around ``vertices`` (B, V, 3), as ``fit.fit_frames`` makes them."""
         boxes = hand_boxes(vertices, self.session.rig, fs.sil_box_scale)
         crops, valid = crop_masks([self.masks[b] for b in sel], boxes, fs.sil_size)
         return replace(inputs, masks=torch.as_tensor(crops), mask_boxes=torch.as_tensor(boxes, dtype=torch.float32),
@@ -434,7 +431,7 @@ def synth(synth_dir, layer) -> SessionData:
 
 
 def test_silhouette_stage_lowers_vertex_error(layer, synth):
-    """Keypoints only vs keypoints then silhouettes (exact masks), as ``pipeline.fit_frames`` runs them,
+    """Keypoints only vs keypoints then silhouettes (exact masks), as ``fit.fit_frames`` runs them,
     with the default FitSettings (250 keypoint iterations, 30 silhouette iterations at 128 px, sigma 0.02).
 
     Measured on this session (8 cameras, 3 frames, 320x240, 3 px keypoint noise, seed 0): MPVPE
@@ -452,7 +449,7 @@ def test_silhouette_stage_lowers_vertex_error(layer, synth):
     assert with_masks.mask_valid.all()
     refine = replace(fs, iters_3d=0, iters_2d=0)
     sil = fit_batch(layer, with_masks, refine, kp_only.pose, kp_only.trans, kp_only.betas,
-                    _silhouette_renderer(layer.faces, fs))  # fmt: skip
+                    silhouette_renderer(layer.faces, fs))  # fmt: skip
     assert set(sil.history) == {"sil"} and len(sil.history["sil"]) == fs.iters_sil
     assert sil.history["sil"][-1] < sil.history["sil"][0]
     before = [metrics.mpvpe(kp_only.vertices[b], synth.gt_vertices[b]) for b in sel]
@@ -504,7 +501,7 @@ def test_silhouette_stage_fits_frames_independently(layer, synth, keypoint_fits)
     start_pose = {2: pair.pose.copy(), 1: alone.pose[:1].copy()}
     start_trans = {2: pair.trans.copy(), 1: alone.trans[:1].copy()}
     start_pose[2][0], start_trans[2][0] = alone.pose[0], alone.trans[0]  # the same start for frame 0
-    render = _silhouette_renderer(layer.faces, INDEPENDENT)
+    render = silhouette_renderer(layer.faces, INDEPENDENT)
     sil_only = replace(INDEPENDENT, iters_3d=0, iters_2d=0)
     out = {}
     for sel in ([0, 2], [0]):
@@ -520,7 +517,7 @@ def test_silhouette_gradient_of_a_frame_ignores_the_other_frames(layer, synth):
     """One evaluation of the silhouette loss: frame 0's value and vertex gradient with and without frame 2
     agree to float rounding (measured: value equal, gradient to 3e-8 absolute of max 0.33)."""
     fs = FitSettings()
-    render = _silhouette_renderer(layer.faces, fs)
+    render = silhouette_renderer(layer.faces, fs)
     v_all = torch.as_tensor(synth.gt_vertices, dtype=torch.float32)
     v_all = v_all + 0.002 * torch.randn(v_all.shape, generator=torch.Generator().manual_seed(0))
     grads, vals = [], []

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from handanno.annotate import grabcut
-from handanno.annotate.raycast import mask_iou
+from handanno.synth.raycast import mask_iou
 
 
 @pytest.fixture(scope="module")

@@ -4,10 +4,11 @@ import numpy as np
 import open3d as o3d
 import pytest
 
-from handanno.annotate import raycast
-from handanno.annotate.overlay import contact_sheet, draw_outline, draw_skeleton, mesh_mask, put_label
+from handanno.annotate.overlay import contact_sheet, draw_outline, draw_skeleton, put_label
+from handanno.annotate.segment import mesh_mask
 from handanno.calibration.camera import Camera, look_at
 from handanno.data.conventions import BONES
+from handanno.synth import raycast
 
 
 def _distorted_camera(size=(320, 240)):

@@ -20,13 +20,15 @@ import torch
 from click.testing import CliRunner
 
 from handanno.annotate import pipeline
+from handanno.annotate.detect import run_detect
 from handanno.annotate.fit_mano import FitSettings
-from handanno.annotate.pipeline import AcceptSettings, PipelineSettings, run_pipeline
+from handanno.annotate.pipeline import PipelineSettings, run_pipeline
+from handanno.annotate.quality import AcceptSettings
 from handanno.annotate.session_io import read_fit, read_mask
-from handanno.annotate.synth import SynthSettings, synthesize
 from handanno.cli import main
 from handanno.data.freihand_io import read_freihand
 from handanno.errors import HandannoError
+from handanno.synth.capture import SynthSettings, synthesize
 
 FAST = FitSettings(iters_3d=20, iters_2d=60, iters_sil=10)  # the default schedule is 80 / 250 / 80
 QUICK = FitSettings(iters_3d=10, iters_2d=20, iters_sil=0)  # for tests of what is run, not how well
@@ -245,7 +247,7 @@ def test_interrupted_run_resumes(session, monkeypatch):
     snap0 = (f0.read_bytes(), f0.stat().st_mtime_ns)
     assert sorted(p.stem for p in (session / "fits").glob("*.json")) == ["000000"]
 
-    real = pipeline.fit_frames
+    real = pipeline.fit_and_segment
     calls: list[list[str]] = []
 
     def fit_then_die(layer, sess, frames, *args, **kw):
@@ -254,7 +256,7 @@ def test_interrupted_run_resumes(session, monkeypatch):
             raise KeyboardInterrupt  # Ctrl-C while fitting the second batch
         return real(layer, sess, frames, *args, **kw)
 
-    monkeypatch.setattr(pipeline, "fit_frames", fit_then_die)
+    monkeypatch.setattr(pipeline, "fit_and_segment", fit_then_die)
     with pytest.raises(KeyboardInterrupt):
         run_pipeline(_settings(session, fit=QUICK, batch_frames=1, accept=LOOSE))
     assert calls == [["000001"], ["000002"]]  # frame 0 is not fitted again
@@ -263,7 +265,7 @@ def test_interrupted_run_resumes(session, monkeypatch):
     snap1 = (f1.read_bytes(), f1.stat().st_mtime_ns)
     assert not (session / "fits" / "000002.json").exists()
 
-    monkeypatch.setattr(pipeline, "fit_frames", real)
+    monkeypatch.setattr(pipeline, "fit_and_segment", real)
     rest = run_pipeline(_settings(session, fit=QUICK, accept=LOOSE))
     assert rest.frames_total == 3 and rest.frames_fitted == 1 and rest.skipped == {}
     assert (f0.read_bytes(), f0.stat().st_mtime_ns) == snap0
@@ -285,8 +287,8 @@ def test_cpm_detector_searches_each_camera_once_and_tracks(session, monkeypatch,
     """
     import hashlib
 
+    from handanno.annotate import detect_cpm as cpm_detector
     from handanno.annotate.session_io import open_session, read_image, read_keypoints_file
-    from handanno.models import cpm_detector
 
     def key(img: np.ndarray) -> str:
         return hashlib.sha1(img.tobytes()).hexdigest()
@@ -321,8 +323,8 @@ def test_cpm_detector_searches_each_camera_once_and_tracks(session, monkeypatch,
     monkeypatch.setattr(cpm_detector, "HandTracker", make_tracker)
     weights = session / "fake.pt"
     weights.write_bytes(b"")
-    written = pipeline.run_detect(s, _settings(session, detector="cpm", detector_weights=weights,
-                                               detector_flip_test=True))  # fmt: skip
+    written = run_detect(s, _settings(session, detector="cpm", detector_weights=weights,
+                                      detector_flip_test=True).detect_settings())  # fmt: skip
     assert loaded == [(weights, True)]  # fit --flip-test reaches the detector
     assert written == len(truth) > 0
     assert trackers[0].searches == len(s.cameras)  # one search per camera, then tracking

@@ -16,15 +16,16 @@ from click.testing import CliRunner
 
 from handanno.annotate import pipeline, quality
 from handanno.annotate.fit_mano import FitSettings
-from handanno.annotate.overlay import mesh_mask
-from handanno.annotate.pipeline import AcceptSettings, PipelineSettings, frame_quality, frame_summary, run_pipeline
+from handanno.annotate.pipeline import PipelineSettings, run_pipeline
+from handanno.annotate.quality import AcceptSettings, frame_quality, frame_summary
+from handanno.annotate.segment import mesh_mask
 from handanno.annotate.session_io import open_session, read_fit, read_session_keypoints, write_keypoints_file
-from handanno.annotate.synth import SynthSettings, synthesize
 from handanno.calibration.camera import Camera, CameraRig
 from handanno.cli import main
 from handanno.data.conventions import BONES
-from handanno.models.hand_model_io import load_hand_model
-from handanno.models.mano import ManoLayer
+from handanno.handmodel.mano import ManoLayer
+from handanno.handmodel.model_io import load_hand_model
+from handanno.synth.capture import SynthSettings, synthesize
 
 
 def _rig(distances_m: tuple[float, ...]) -> CameraRig:
@@ -53,8 +54,8 @@ def _keypoints(rig: CameraRig, joints: np.ndarray, offset_px: float) -> np.ndarr
 
 
 def _quality(rig, joints, kp, **accept):
-    settings = PipelineSettings(session=Path("."), accept=AcceptSettings(**accept))
-    return frame_quality(joints, np.zeros((0, 3)), np.zeros((0, 3), np.int64), rig, kp, [None] * len(rig), settings)
+    return frame_quality(joints, np.zeros((0, 3)), np.zeros((0, 3), np.int64), rig, kp, [None] * len(rig),
+                         AcceptSettings(**accept))  # fmt: skip
 
 
 def test_exact_keypoints_are_accepted_with_zero_error():
@@ -68,7 +69,7 @@ def test_exact_keypoints_are_accepted_with_zero_error():
 def test_accept_all_accepts_a_fit_far_off_but_not_one_seen_in_too_few_views():
     rig, j = _rig((0.5, 0.6)), _hand_joints()
     kp = _keypoints(rig, j, 40.0)
-    settings = PipelineSettings(session=Path("."), accept=AcceptSettings.accept_all())
+    settings = AcceptSettings.accept_all()
     q = frame_quality(j, np.zeros((0, 3)), np.zeros((0, 3), np.int64), rig, kp, [None] * len(rig), settings)
     assert q["accepted"] and q["reasons"] == []
     assert not _quality(rig, j, kp)["accepted"]  # the defaults reject it
@@ -153,7 +154,7 @@ def _rest_and_bases(layer: ManoLayer) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _check(rig, joints, kp, verts=None, faces=None, masks=None, pose=None, layer=None, **accept):
-    settings = PipelineSettings(session=Path("."), accept=AcceptSettings(**accept))
+    settings = AcceptSettings(**accept)
     verts = np.zeros((0, 3)) if verts is None else verts
     faces = np.zeros((0, 3), np.int64) if faces is None else faces
     masks = [None] * len(rig) if masks is None else masks
@@ -342,7 +343,7 @@ def test_biased_keypoints_pass_the_old_test_and_fail_the_new_one_clean_ones_pass
                                                progress=False, fit=FIT))  # fmt: skip
         s = open_session(root)
         kp = read_session_keypoints(s)
-        old = PipelineSettings(session=root, accept=OLD_ONLY)
+        old = OLD_ONLY
         for b, frame in enumerate(s.frames):
             fit, gt = read_fit(s.fit_path(frame)), read_fit(s.fit_path(frame, "ground_truth"))
             mpjpe_mm = 1000 * np.linalg.norm(fit["joints"] - gt["joints"], axis=1).mean()

@@ -109,8 +109,8 @@ def procedural_meshes() -> dict[str, tuple[np.ndarray, np.ndarray]]:
 def hand_model_mesh():
     """The posed hand model ``(V, 3)``, ``(F, 3)``, or None while the asset is missing."""
     try:
-        from handanno.models.hand_model_io import load_hand_model
-        from handanno.models.mano import ManoLayer
+        from handanno.handmodel.mano import ManoLayer
+        from handanno.handmodel.model_io import load_hand_model
 
         layer = ManoLayer(load_hand_model("right"), dtype=torch.float64)
     except (HandannoError, ImportError, FileNotFoundError):

@@ -28,9 +28,10 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from handanno.annotate import pipeline
+from handanno.annotate import detect, pipeline
 from handanno.annotate.fit_mano import FitSettings
-from handanno.annotate.pipeline import AcceptSettings, PipelineSettings, run_pipeline
+from handanno.annotate.pipeline import PipelineSettings, run_pipeline
+from handanno.annotate.quality import AcceptSettings
 from handanno.annotate.session_io import (
     mask_made_by_handanno,
     open_session,
@@ -39,11 +40,11 @@ from handanno.annotate.session_io import (
     write_keypoints_file,
     write_mask,
 )
-from handanno.annotate.synth import SynthSettings, synthesize
 from handanno.cli import main
 from handanno.data.freihand_io import read_freihand
 from handanno.data.lock_io import LOCK_NAME, FolderLock
 from handanno.errors import HandannoError
+from handanno.synth.capture import SynthSettings, synthesize
 
 QUICK = FitSettings(iters_3d=10, iters_2d=20, iters_sil=0)  # what is run and written, not how well
 LOOSE = AcceptSettings.accept_all()  # every fitted frame, whatever the fit
@@ -131,9 +132,10 @@ def test_fit_force_redoes_only_handannos_masks_and_keypoints(session, monkeypatc
     write_keypoints_file(detected, read_keypoints_file(detected), "cpm")
     before = {p: p.read_bytes() for p in (session / "keypoints2d").rglob("*.json")}
     fake = np.column_stack([np.full(21, 80.0), np.full(21, 60.0), np.ones(21)])
-    monkeypatch.setattr(pipeline, "_make_detector", lambda settings: lambda image, cam: fake)
+    monkeypatch.setattr(detect, "make_detector", lambda settings: lambda image, cam: fake)
     s = open_session(session, "0:1")
-    written = pipeline.run_detect(s, _settings(session, detector="cpm", detector_weights=session, force=True))
+    cpm = _settings(session, detector="cpm", detector_weights=session, force=True)
+    written = detect.run_detect(s, cpm.detect_settings())
     assert written == 1
     np.testing.assert_allclose(read_keypoints_file(detected), fake)
     for p, b in before.items():
@@ -267,7 +269,7 @@ def test_an_absurd_keypoint_is_ignored_and_no_fit_turns_nan(session, caplog):
 
 
 def test_a_diverged_frame_is_refitted_alone_or_skipped_never_written(session, monkeypatch):
-    real = pipeline.fit_frames
+    real = pipeline.fit_and_segment
 
     def diverging(layer, session_, frames, kp, *a, **kw):
         res, masks = real(layer, session_, frames, kp, *a, **kw)
@@ -277,13 +279,13 @@ def test_a_diverged_frame_is_refitted_alone_or_skipped_never_written(session, mo
             res.betas[:] = np.nan
         return res, masks
 
-    monkeypatch.setattr(pipeline, "fit_frames", diverging)
+    monkeypatch.setattr(pipeline, "fit_and_segment", diverging)
     report = run_pipeline(_settings(session))
     assert report.frames_fitted == 2 and "000002" in report.skipped and "diverged" in report.skipped["000002"]
     assert not (session / "fits" / "000002.json").exists()
     for f in ("000000", "000001"):
         assert np.isfinite(read_fit(session / "fits" / f"{f}.json")["betas"]).all()
-    monkeypatch.setattr(pipeline, "fit_frames", real)
+    monkeypatch.setattr(pipeline, "fit_and_segment", real)
     assert run_pipeline(_settings(session)).frames_fitted == 1  # a later run fits the skipped frame
 
 

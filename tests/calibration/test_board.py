@@ -11,18 +11,17 @@ import pytest
 from handanno.calibration.board import (
     BoardSpec,
     Detection,
-    SyntheticViewSettings,
     canonical_chessboard_order,
     chessboard_is_symmetric,
     detect_board,
     diagnose_board,
     parse_board_spec,
     read_detector_params,
-    synthetic_detections,
 )
 from handanno.calibration.camera import Camera
 from handanno.calibration.intrinsics import board_pose_pnp, rms_px
 from handanno.errors import HandannoError
+from handanno.synth.boards import SyntheticViewSettings, synthetic_detections
 
 DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "opencv_charuco"
 needs_data = pytest.mark.skipif(

@@ -7,13 +7,7 @@ import dataclasses
 import numpy as np
 import pytest
 
-from handanno.calibration.board import (
-    BoardPoseSample,
-    SyntheticViewSettings,
-    parse_board_spec,
-    random_board_poses,
-    synthetic_detections,
-)
+from handanno.calibration.board import parse_board_spec
 from handanno.calibration.bundle_adjust import (
     BundleAdjustSettings,
     BundleLayout,
@@ -37,6 +31,7 @@ from handanno.calibration.bundle_adjust import (
 from handanno.calibration.camera import Camera, CameraRig, look_at
 from handanno.calibration.extrinsics import rotation_angle_deg
 from handanno.errors import HandannoError
+from handanno.synth.boards import BoardPoseSample, SyntheticViewSettings, random_board_poses, synthetic_detections
 
 SPEC = parse_board_spec("charuco:7x5:0.05:0.035:DICT_4X4_50")
 

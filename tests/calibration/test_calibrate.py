@@ -12,14 +12,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from handanno.calibration.board import (
-    BoardPoseSample,
-    Detection,
-    SyntheticViewSettings,
-    parse_board_spec,
-    random_board_poses,
-    synthetic_detections,
-)
+from handanno.calibration.board import Detection, parse_board_spec
 from handanno.calibration.calib_io import write_report
 from handanno.calibration.calibrate import CalibrateSettings, calibrate_rig, coverage_counts
 from handanno.calibration.camera import Camera, CameraRig, look_at
@@ -34,6 +27,7 @@ from handanno.calibration.intrinsics import IntrinsicsSettings, calibrate_intrin
 from handanno.calibration.rig_io import read_rig, write_rig
 from handanno.cli import main
 from handanno.errors import HandannoError
+from handanno.synth.boards import BoardPoseSample, SyntheticViewSettings, random_board_poses, synthetic_detections
 
 DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "opencv_charuco"
 needs_data = pytest.mark.skipif(
@@ -231,7 +225,6 @@ def test_intrinsics_drop_outlier_views_and_say_so():
     assert abs(res.K[0, 0] / cam.K[0, 0] - 1) < 0.003
 
 
-
 def test_oblique_views_are_left_out_unless_a_camera_needs_them():
     """Boards seen more than 65 deg off their normal are left out (their corners are found less accurately),
     and taken back, with a warning, where a camera shares views with the rest of the rig only through them."""
@@ -263,6 +256,7 @@ def test_oblique_views_are_left_out_unless_a_camera_needs_them():
     kept = calibrate_rig(dets, CalibrateSettings(board=spec, intrinsics=IntrinsicsSettings(max_view_angle_deg=None)))
     assert not [w for w in kept.warnings if "turned more than" in w]
     assert [c.views_used for c in kept.cameras] == [c.views_used for c in res.cameras]
+
 
 def test_maximum_spanning_tree_prefers_best_connected_pairs():
     W = np.array([[0, 9, 1, 0], [9, 0, 2, 8], [1, 2, 0, 7], [0, 8, 7, 0]])

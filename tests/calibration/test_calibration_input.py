@@ -9,7 +9,7 @@
   ``calibrate --help`` says that metric scale comes from the square size.
 
 Images are rendered with the project's own board renderer
-(:func:`handanno.annotate.synth.render_board_view`), so the detector and the order test
+(:func:`handanno.synth.boards.render_board_view`), so the detector and the order test
 run on real pixels.
 """
 
@@ -24,20 +24,20 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from handanno.annotate.synth import Lighting, board_texture, render_board_view
-from handanno.calibration.board import (
-    BoardPoseSample,
-    Detection,
-    SyntheticViewSettings,
-    detect_board,
-    parse_board_spec,
-    random_board_poses,
-    synthetic_detections,
-)
+from handanno.calibration.board import Detection, detect_board, parse_board_spec
 from handanno.calibration.calibrate import CalibrateSettings, calibrate_rig
 from handanno.calibration.camera import Camera, CameraRig, look_at
 from handanno.cli import main
 from handanno.errors import HandannoError
+from handanno.synth.appearance import Lighting
+from handanno.synth.boards import (
+    BoardPoseSample,
+    SyntheticViewSettings,
+    board_texture,
+    random_board_poses,
+    render_board_view,
+    synthetic_detections,
+)
 
 SPEC = parse_board_spec("chessboard:9x6:0.03")
 SIZE = (640, 480)

@@ -10,7 +10,7 @@ import torch
 from handanno.data import augment as aug
 from handanno.data.datasets import DataConfig, HandCropDataset, project, split_indices, to_display
 from handanno.errors import HandannoError
-from handanno.models.mano import ManoLayer
+from handanno.handmodel.mano import ManoLayer
 from handanno.models.toy_labels_io import FINGER_COLOURS, make_toy_labels, toy_hand_model
 
 NO_AUG = aug.AugmentConfig(enabled=False)

@@ -15,7 +15,7 @@ from handanno.data import freihand_io as fio
 from handanno.data.files_io import read_json
 from handanno.data.freihand_io import FreiHANDSample, FreiHANDWriter, read_freihand
 from handanno.errors import HandannoError
-from handanno.models.mano import HandModelData, ManoLayer
+from handanno.handmodel.mano import HandModelData, ManoLayer
 
 # Float64 throughout: the recipe adds and subtracts ~0.5 m translations, so rounding is
 # ~1e-16 * 0.5 m per op; 1e-9 m leaves a million-fold margin and still catches any real error

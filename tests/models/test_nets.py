@@ -7,8 +7,8 @@ from handanno.data import augment as aug
 from handanno.data.datasets import DataConfig, HandCropDataset
 from handanno.data.freihand import recover_root, root_uv_and_scale
 from handanno.errors import HandannoError
+from handanno.handmodel.mano import ManoLayer
 from handanno.models.heatmaps import render_gaussian_heatmaps
-from handanno.models.mano import ManoLayer
 from handanno.models.nets import make_task
 from handanno.models.nets.cpm import CPM, CPMConfig
 from handanno.models.nets.lift import (

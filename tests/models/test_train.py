@@ -14,25 +14,18 @@ import pytest
 import torch
 from click.testing import CliRunner
 
+from handanno.annotate.detect_cpm import CPMDetector
 from handanno.cli import main as cli
 from handanno.data.augment import AugmentConfig
 from handanno.data.datasets import DataConfig
 from handanno.errors import HandannoError
-from handanno.models.cpm_detector import CPMDetector
+from handanno.handmodel.mano import ManoLayer
+from handanno.models.checkpoints import DEFAULT_LR, TrainConfig, load_checkpoint, load_task, train_config_from_dict
 from handanno.models.evaluate import EvalConfig, evaluate
 from handanno.models.heatmaps import crop_to_heatmap, render_gaussian_heatmaps
-from handanno.models.mano import ManoLayer
 from handanno.models.nets import make_task
 from handanno.models.toy_labels_io import make_toy_labels, toy_hand_model
-from handanno.models.train import (
-    DEFAULT_LR,
-    TrainConfig,
-    cosine_factor,
-    load_checkpoint,
-    load_task,
-    main,
-    train_config_from_dict,
-)
+from handanno.models.train import cosine_factor, main
 
 TINY_UNET = ["--set", "crop_size=32", "--set", "base_channels=8", "--set", "depth=2"]
 TINY_CPM = {"width": 0.0625, "crop_size": 32}

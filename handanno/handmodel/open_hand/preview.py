@@ -14,10 +14,10 @@ import numpy as np
 
 from handanno.check import check_shape
 from handanno.data.conventions import NUM_BETAS, NUM_MANO_JOINTS
+from handanno.handmodel.hand_axes import unit
 from handanno.handmodel.lbs_reference import lbs, rodrigues
 from handanno.handmodel.open_hand.skeleton import MIRROR
 from handanno.handmodel.open_hand.surface import signed_volume
-from handanno.models.hand_axes import unit
 
 # ---------------------------------------------------------------------------------------
 # Looking at it: a small ray-cast renderer for previews.

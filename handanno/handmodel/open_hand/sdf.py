@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from handanno.handmodel.hand_axes import unit
 from handanno.handmodel.open_hand.skeleton import (
     DORSAL,
     LONG_FINGERS,
@@ -26,7 +27,6 @@ from handanno.handmodel.open_hand.skeleton import (
     Finger,
     Skeleton,
 )
-from handanno.models.hand_axes import unit
 
 # ---------------------------------------------------------------------------------------
 # Implicit surface.

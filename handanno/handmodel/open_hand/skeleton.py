@@ -21,7 +21,7 @@ import numpy as np
 
 from handanno.check import check_shape
 from handanno.data.conventions import NUM_BETAS, NUM_MANO_JOINTS
-from handanno.models.hand_axes import unit
+from handanno.handmodel.hand_axes import unit
 
 # MANO order of the fingers' chains: (MCP/CMC, PIP/MCP, DIP/IP) joint ids.
 FINGER_JOINTS = {

@@ -14,6 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from handanno.data.conventions import MANO_PARENTS, NUM_MANO_JOINTS
+from handanno.handmodel.hand_axes import unit
 from handanno.handmodel.open_hand.skeleton import FINGER_JOINTS, FINGERS, LONG_FINGERS, Skeleton
 from handanno.handmodel.open_hand.topology import (
     PALM_COLS,
@@ -25,7 +26,6 @@ from handanno.handmodel.open_hand.topology import (
     ring_k_of_col,
     web_loop,
 )
-from handanno.models.hand_axes import unit
 
 # ---------------------------------------------------------------------------------------
 # Rigging: skinning weights and the joint regressor.

@@ -22,6 +22,7 @@ from functools import lru_cache
 import numpy as np
 
 from handanno.data.conventions import NUM_BETAS
+from handanno.handmodel.hand_axes import unit
 from handanno.handmodel.open_hand.sdf import cast_rays, hand_sdf, project_to_surface, sdf_value_and_gradient
 from handanno.handmodel.open_hand.skeleton import LONG_FINGERS, SHAPE_BASIS, Finger, HandShape, Skeleton, skeleton
 from handanno.handmodel.open_hand.topology import (
@@ -36,7 +37,6 @@ from handanno.handmodel.open_hand.topology import (
     thumb_ring_s,
     web_loop,
 )
-from handanno.models.hand_axes import unit
 
 # ---------------------------------------------------------------------------------------
 # The surface: casting, relaxation, webs; the final connectivity.

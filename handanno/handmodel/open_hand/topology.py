@@ -21,9 +21,9 @@ from functools import lru_cache
 import numpy as np
 
 from handanno.data.conventions import NUM_VERTS
+from handanno.handmodel.hand_axes import unit
 from handanno.handmodel.open_hand.sdf import cast_rays, hand_sdf
 from handanno.handmodel.open_hand.skeleton import DORSAL, LONG_FINGERS, Finger, Skeleton
-from handanno.models.hand_axes import unit
 
 # ---------------------------------------------------------------------------------------
 # Mesh connectivity (fixed) and where each vertex comes from.

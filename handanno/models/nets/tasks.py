@@ -234,7 +234,7 @@ class ManoTask(Task):
         config: the regressor's settings.
         hand_layers: ``{"right": ManoLayer, "left": ManoLayer}``; the left layer is needed
             only when flipped (left) samples occur. Built from
-            :func:`handanno.models.hand_model_io.load_hand_model` when None.
+            :func:`handanno.handmodel.model_io.load_hand_model` when None.
         model_dir: the MANO folder for that loader (None: ``$HANDANNO_MODEL_DIR`` or the open model).
     """
 
@@ -248,8 +248,8 @@ class ManoTask(Task):
     ):
         super().__init__(config)
         if hand_layers is None:
-            from handanno.models.hand_model_io import load_hand_model
-            from handanno.models.mano import ManoLayer
+            from handanno.handmodel.mano import ManoLayer
+            from handanno.handmodel.model_io import load_hand_model
 
             hand_layers = {side: ManoLayer(load_hand_model(side, model_dir)) for side in ("right", "left")}
         self.hand_layers = hand_layers

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from handanno.models.cpm_detector import HandTracker, TrackSettings, search_boxes
+from handanno.annotate.detect_cpm import HandTracker, TrackSettings, search_boxes
 
 PAD = 1.4
 

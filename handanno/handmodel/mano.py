@@ -1,6 +1,6 @@
 """The MANO hand model: its data (plain arrays), linear blend skinning, and a thin torch layer.
 
-This module does no file I/O: :mod:`handanno.models.hand_model_io` reads the model files
+This module does no file I/O: :mod:`handanno.handmodel.model_io` reads the model files
 into a :class:`HandModelData`, and :class:`ManoLayer` turns MANO parameters into a mesh and
 keypoints with the functions below.
 
@@ -72,7 +72,7 @@ class HandModelData:
     """A MANO-format hand model as plain numpy arrays (read-only), float64 unless noted.
 
     Build it with :meth:`from_arrays` (which checks every shape) or load it with
-    :func:`handanno.models.hand_model_io.load_hand_model`.
+    :func:`handanno.handmodel.model_io.load_hand_model`.
 
     Attributes:
         side: ``"right"`` or ``"left"``.
@@ -129,7 +129,7 @@ class HandModelData:
         MANO writes the root's parent in ``kintree_table`` as 2**32 - 1; it becomes -1.
 
         Args:
-            d: the model's arrays, e.g. from :func:`~handanno.models.hand_model_io.read_model_pickle`.
+            d: the model's arrays, e.g. from :func:`~handanno.handmodel.model_io.read_model_pickle`.
             side: ``"right"`` or ``"left"``.
             name: the model's name.
             is_mano: whether these are the licensed MANO files.

@@ -14,7 +14,7 @@ from smplx.utils import Struct
 
 from handanno.data.conventions import FREIHAND_FROM_EXTENDED, MANO_TO_FREIHAND, TIP_VERTEX_IDS
 from handanno.errors import HandannoError
-from handanno.models.mano import HandModelData, HandOutput, ManoLayer, batch_rodrigues
+from handanno.handmodel.mano import HandModelData, HandOutput, ManoLayer, batch_rodrigues
 
 
 def _model(d, side="right") -> HandModelData:
@@ -210,7 +210,7 @@ def test_model_data_is_checked_and_frozen(mano_dict):
 
 
 def test_keypoints_fast_path_equals_forward_joints(mano_dict):
-    from handanno.models.mano import HandModelData, ManoLayer
+    from handanno.handmodel.mano import HandModelData, ManoLayer
 
     model = HandModelData.from_arrays(mano_dict, side="right", name="test", is_mano=False, source="fixture")
     layer = ManoLayer(model, dtype=torch.float64)

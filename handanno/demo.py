@@ -21,7 +21,6 @@ import numpy as np
 
 from handanno.annotate.pipeline import PipelineSettings, run_pipeline
 from handanno.annotate.session_io import open_session, read_fit, read_session_keypoints
-from handanno.annotate.synth import SynthSettings, synthesize
 from handanno.calibration.board import parse_board_spec
 from handanno.calibration.calib_io import calibrate_directory
 from handanno.calibration.calibrate import CalibrateSettings
@@ -32,6 +31,7 @@ from handanno.calibration.triangulate import triangulate_robust
 from handanno.data import metrics
 from handanno.data.files_io import write_json
 from handanno.errors import HandannoError
+from handanno.synth.capture import SynthSettings, synthesize
 
 log = logging.getLogger(__name__)
 

@@ -31,8 +31,8 @@ from handanno.data import augment as aug
 from handanno.data.datasets import to_chw_rgb
 from handanno.device import resolve_device
 from handanno.errors import HandannoError
+from handanno.models.checkpoints import load_task, train_config_from_dict
 from handanno.models.nets.tasks import Task
-from handanno.models.train import load_task, train_config_from_dict
 
 
 @dataclasses.dataclass

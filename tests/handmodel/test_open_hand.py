@@ -108,7 +108,7 @@ def test_committed_assets_equal_a_fresh_generation(generated, committed, side):
 
 
 def test_loads_through_the_safe_loader(monkeypatch):
-    from handanno.models.hand_model_io import load_hand_model
+    from handanno.handmodel.model_io import load_hand_model
 
     monkeypatch.delenv("HANDANNO_MODEL_DIR", raising=False)
     for side in SIDES:
@@ -475,7 +475,7 @@ def test_smplx_mano_loads_and_agrees(committed, side):
 def test_mano_layer_agrees_with_the_oracle(committed, side):
     import torch
 
-    from handanno.models.mano import HandModelData, ManoLayer
+    from handanno.handmodel.mano import HandModelData, ManoLayer
 
     d = committed[side]
     model = HandModelData.from_arrays(d, side=side, name=d["model_name"], is_mano=False, source="test")

@@ -20,15 +20,15 @@ import scipy.sparse
 import torch
 
 from handanno.errors import HandannoError
-from handanno.models import hand_model_io
-from handanno.models.hand_model_io import (
+from handanno.handmodel import model_io as hand_model_io
+from handanno.handmodel.mano import ManoLayer
+from handanno.handmodel.model_io import (
     LEFT_FIX_MARKER,
     MODEL_DIR_ENV,
     OPEN_MODEL_FILES,
     load_hand_model,
     read_model_pickle,
 )
-from handanno.models.mano import ManoLayer
 
 # ---------------------------------------------------------------------------------------
 # Writing pickles shaped like the original MANO files, without chumpy.

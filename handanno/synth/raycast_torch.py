@@ -1,7 +1,7 @@
 """A ray caster for triangle meshes in plain PyTorch, for machines without open3d.
 
 open3d's ``RaycastingScene`` (Embree, a BVH on the CPU) is the first choice of
-:mod:`handanno.annotate.raycast`; it has no wheels for some Pythons and platforms (and is too
+:mod:`handanno.synth.raycast`; it has no wheels for some Pythons and platforms (and is too
 large to carry to a GPU machine as a wheel). :class:`TorchScene` answers the same question,
 first hit of every ray, with the Moller-Trumbore test, batched in chunks of rays x faces,
 on the CPU or on CUDA, and returns the same fields as open3d's ``cast_rays``.

@@ -8,9 +8,9 @@ import open3d as o3d
 import pytest
 import torch
 
-from handanno.annotate import raycast, raycast_torch
 from handanno.calibration.camera import Camera, look_at, project_points, undistort_points
 from handanno.errors import HandannoError
+from handanno.synth import raycast, raycast_torch
 
 
 @pytest.fixture(autouse=True)
@@ -27,12 +27,12 @@ both_backends = pytest.mark.parametrize("backend", ["open3d", "torch"], indirect
 @pytest.fixture(scope="module")
 def hand_model_posed():
     """``(verts (V, 3), faces (F, 3))``: the open hand model in a synthetic pose, world metres."""
-    from handanno.annotate import synth
-    from handanno.models.hand_model_io import load_hand_model
-    from handanno.models.mano import ManoLayer
+    from handanno.handmodel.mano import ManoLayer
+    from handanno.handmodel.model_io import load_hand_model
+    from handanno.synth.motion import make_motion
 
     model = load_hand_model("right")
-    motion = synth.make_motion(ManoLayer(model), np.asarray(model.hands_mean), "right", 2, 15.0, 3)
+    motion = make_motion(ManoLayer(model), np.asarray(model.hands_mean), "right", 2, 15.0, 3)
     return motion.vertices[1], motion.faces
 
 
@@ -211,7 +211,7 @@ def test_torch_caster_culling_changes_nothing():
 
 def test_torch_caster_matches_open3d_on_the_hand(hand_model_posed):
     """Eight distorted cameras of a synthetic dome around the open hand model."""
-    from handanno.annotate import synth
+    from handanno.synth import capture as synth
 
     verts, faces = hand_model_posed
     rig, _ = synth.make_rig(8, (320, 240), 3)

@@ -14,16 +14,17 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from handanno.annotate import raycast, synth
-from handanno.annotate.synth import SynthSettings, synthesize
 from handanno.calibration.board import detect_board, parse_board_spec
 from handanno.calibration.camera import look_at
 from handanno.calibration.rig_io import read_rig
 from handanno.cli import main
 from handanno.data.conventions import NUM_BETAS, NUM_JOINTS, NUM_POSE
 from handanno.errors import HandannoError
-from handanno.models.hand_model_io import OPEN_MODEL_FILES, load_hand_model, read_model_pickle
-from handanno.models.mano import ManoLayer
+from handanno.handmodel.mano import ManoLayer
+from handanno.handmodel.model_io import OPEN_MODEL_FILES, load_hand_model, read_model_pickle
+from handanno.synth import appearance, boards, keypoints, motion, raycast
+from handanno.synth import capture as synth
+from handanno.synth.capture import SynthSettings, synthesize
 
 SMALL = ["--cameras", "4", "--frames", "3", "--image-size", "160x120", "--calib-views", "3",
          "--board", "charuco:5x4:0.06:0.045:DICT_4X4_50"]  # big squares: detectable at 160x120
@@ -108,7 +109,7 @@ def test_masks_are_the_rendered_hand_pixels(exact_session):
     """Without sensor noise, an image equals its camera's background exactly outside the mask."""
     rig = read_rig(exact_session / "rig.json")
     for i, cam in enumerate(rig):
-        bg = synth.make_background(cam.image_size, "texture", 0, i)
+        bg = appearance.make_background(cam.image_size, "texture", 0, i)
         for stem in ("000000", "000002"):
             img = cv2.imread(str(exact_session / "images" / cam.name / f"{stem}.png"))
             mask = cv2.imread(str(exact_session / "masks_gt" / cam.name / f"{stem}.png"), cv2.IMREAD_GRAYSCALE) > 0
@@ -144,8 +145,8 @@ def test_some_views_lose_part_of_the_hand():
     """Like a real rig: one camera (the close one) sees fingers leave the image, others see it all."""
     rig, roles = synth.make_rig(8, (640, 480), seed=0)
     model = load_hand_model("right")
-    motion = synth.make_motion(ManoLayer(model), model.hands_mean, "right", 50, 15.0, seed=0)
-    uv = np.stack([cam.project(motion.joints.reshape(-1, 3)).reshape(50, NUM_JOINTS, 2) for cam in rig])  # (C, T, J, 2)
+    hand_motion = motion.make_motion(ManoLayer(model), model.hands_mean, "right", 50, 15.0, seed=0)
+    uv = np.stack([cam.project(hand_motion.joints.reshape(-1, 3)).reshape(50, NUM_JOINTS, 2) for cam in rig])  # C,T,J,2
     inside = (uv[..., 0] >= 0) & (uv[..., 0] <= 639) & (uv[..., 1] >= 0) & (uv[..., 1] <= 479)
     close = rig.names.index(next(n for n, r in roles.items() if r == "close"))
     assert (~inside[close]).any(axis=1).sum() >= 5  # frames with a keypoint outside the close camera
@@ -154,12 +155,12 @@ def test_some_views_lose_part_of_the_hand():
 
 def test_motion_is_smooth_and_bounded():
     model = load_hand_model("right")
-    motion = synth.make_motion(ManoLayer(model), model.hands_mean, "right", 40, 15.0, seed=3)
-    step = np.linalg.norm(np.diff(motion.joints, axis=0), axis=2).max()
+    hand_motion = motion.make_motion(ManoLayer(model), model.hands_mean, "right", 40, 15.0, seed=3)
+    step = np.linalg.norm(np.diff(hand_motion.joints, axis=0), axis=2).max()
     assert step < 0.02  # no keypoint jumps more than 2 cm between frames at 15 fps
-    full = motion.pose[:, 3:] + model.hands_mean  # articulation relative to the flat hand
+    full = hand_motion.pose[:, 3:] + model.hands_mean  # articulation relative to the flat hand
     assert np.abs(full).max() < np.deg2rad(110)
-    palm = motion.joints[:, [0, 5, 9, 13, 17]].mean(1)
+    palm = hand_motion.joints[:, [0, 5, 9, 13, 17]].mean(1)
     assert np.abs(palm).max() < 0.035  # the palm centre drifts a few cm around the origin
 
 
@@ -167,14 +168,14 @@ def test_sessions_hold_different_postures():
     """Each seed draws its own posture (open, fist, pointing ...): the fingers' mean curl differs
     by far more between sessions than it moves within one."""
     model = load_hand_model("right")
-    rest = synth.make_motion(ManoLayer(model), model.hands_mean, "right", 1, 15.0, seed=0)
+    rest = motion.make_motion(ManoLayer(model), model.hands_mean, "right", 1, 15.0, seed=0)
     axes = synth.hand_axes(ManoLayer(model).keypoints(
         torch.as_tensor(np.concatenate([np.zeros(3), -model.hands_mean])[None], dtype=torch.float32),
         torch.as_tensor(rest.betas[None], dtype=torch.float32), torch.zeros(1, 3))[0].numpy(), "right")
     mcp = [0, 3, 9, 6]  # index, middle, ring, pinky MCP (MANO joints 1, 4, 10, 7)
     means, within = [], []
     for seed in range(12):
-        art = synth.articulation_trajectory(axes, 25, 15.0, np.random.default_rng(seed))  # (T, 15, 3)
+        art = motion.articulation_trajectory(axes, 25, 15.0, np.random.default_rng(seed))  # (T, 15, 3)
         flex = np.degrees(np.einsum("tjk,jk->tj", art[:, mcp], axes.flex[mcp]))  # (T, 4)
         means.append(flex.mean(0))
         within.append(flex.max(0) - flex.min(0))
@@ -190,13 +191,13 @@ def test_convention_flexion_curls_towards_the_palm(side):
     model = load_hand_model(side)
     layer = ManoLayer(model)
     flat = np.concatenate([np.zeros(3), -model.hands_mean])[None]
-    _, rest = synth._run_layer(layer, flat, np.zeros(NUM_BETAS), np.zeros((1, 3)))
+    _, rest = motion._run_layer(layer, flat, np.zeros(NUM_BETAS), np.zeros((1, 3)))
     axes = synth.hand_axes(rest[0], side)
     full = np.zeros((15, 3))
     for j in range(15):
         full[j] = 0.5 * axes.flex[j]
     pose = np.concatenate([np.zeros(3), full.ravel() - model.hands_mean])[None]
-    _, bent = synth._run_layer(layer, pose, np.zeros(NUM_BETAS), np.zeros((1, 3)))
+    _, bent = motion._run_layer(layer, pose, np.zeros(NUM_BETAS), np.zeros((1, 3)))
     tips = [4, 8, 12, 16, 20]
     towards_palm = (bent[0, tips] - rest[0, tips]) @ axes.palm_normal
     assert (towards_palm > 0.01).all()
@@ -229,15 +230,15 @@ def test_board_render_corners_at_full_resolution(board):
     """At 640x480 the detected corners sit within a few hundredths of a pixel of the truth."""
     rig, _ = synth.make_rig(2, (640, 480), seed=1)
     spec = parse_board_spec(board)
-    tex = synth.board_texture(spec)
+    tex = boards.board_texture(spec)
     cam = rig[0]
     R, t = look_at(cam.center)  # board facing camera 0 squarely
     pose = np.eye(4)
     pose[:3, :3] = R.T  # board axes = camera axes: printed side (-z) towards the camera
     middle = np.array([tex.origin_m[0] + tex.size_m[0] / 2, tex.origin_m[1] + tex.size_m[1] / 2, 0.0])
     pose[:3, 3] = -R.T @ middle
-    img = synth.render_board_view(cam, tex, pose, synth.make_background(cam.image_size, "green", 0, 0),
-                                  synth.make_lighting(0))
+    img = boards.render_board_view(cam, tex, pose, appearance.make_background(cam.image_size, "green", 0, 0),
+                                  appearance.make_lighting(0))
     det = detect_board(img, spec)
     assert det.num_corners == spec.num_corners
     uv = cam.project(spec.object_points() @ pose[:3, :3].T + pose[:3, 3])
@@ -254,14 +255,14 @@ def test_board_render_is_not_aliased_close_up():
     """
     rig, roles = synth.make_rig(8, (640, 480), seed=1)
     spec = parse_board_spec("charuco:7x5:0.04:0.03:DICT_4X4_50")
-    tex = synth.board_texture(spec)
+    tex = boards.board_texture(spec)
     cam = rig[[n for n, r in roles.items() if r == "close"][0]]
     R, _ = look_at(cam.center)
     pose = np.eye(4)
     pose[:3, :3] = R.T
     pose[:3, 3] = -R.T @ np.array([tex.size_m[0] / 2, tex.size_m[1] / 2, 0.0])  # board centre at the origin
-    img = synth.render_board_view(cam, tex, pose, synth.make_background(cam.image_size, "green", 0, 0),
-                                  synth.make_lighting(0))
+    img = boards.render_board_view(cam, tex, pose, appearance.make_background(cam.image_size, "green", 0, 0),
+                                  appearance.make_lighting(0))
     det = detect_board(img, spec)
     assert det.num_corners >= 12
     uv = cam.project(spec.object_points() @ pose[:3, :3].T + pose[:3, 3])
@@ -274,18 +275,18 @@ def test_calibration_board_poses_like_an_operator():
     spread over every image (some partly outside it); deterministic, and a longer capture extends a shorter one."""
     rig, _ = synth.make_rig(8, (640, 480), seed=0)
     spec = parse_board_spec("charuco:7x5:0.04:0.03:DICT_4X4_50")
-    tex = synth.board_texture(spec)
-    poses = synth.make_board_poses(rig, tex, 40, seed=0)
-    np.testing.assert_array_equal(poses, synth.make_board_poses(rig, tex, 40, seed=0))
-    np.testing.assert_array_equal(poses[:20], synth.make_board_poses(rig, tex, 20, seed=0))
-    assert not np.array_equal(poses, synth.make_board_poses(rig, tex, 40, seed=1))
-    good, cell = synth._board_views_in_cameras(rig, synth._board_corners(tex), poses)  # (40, 8), (40, 8, 24)
+    tex = boards.board_texture(spec)
+    poses = boards.make_board_poses(rig, tex, 40, seed=0)
+    np.testing.assert_array_equal(poses, boards.make_board_poses(rig, tex, 40, seed=0))
+    np.testing.assert_array_equal(poses[:20], boards.make_board_poses(rig, tex, 20, seed=0))
+    assert not np.array_equal(poses, boards.make_board_poses(rig, tex, 40, seed=1))
+    good, cell = boards._board_views_in_cameras(rig, boards._board_corners(tex), poses)  # (40, 8), (40, 8, 24)
     per_view = good.sum(axis=1)
     assert np.mean((per_view >= 2) & (per_view <= 4)) >= 0.8
     assert (good.sum(axis=0) >= 8).all() and (good.sum(axis=0) <= 30).all()
     cells = [len(set(cell[:, c][good[:, c]].ravel()) - {-1}) for c in range(len(rig))]
     assert min(cells) >= 14  # of the 6x4 cells of each image
-    in_image = np.array([[synth.board_visibility(cam, spec, pose)[1] for cam in rig] for pose in poses])
+    in_image = np.array([[boards.board_visibility(cam, spec, pose)[1] for cam in rig] for pose in poses])
     assert ((in_image > 0) & (in_image < spec.num_corners)).sum() >= 20  # partly visible views
     assert (in_image == 0).any(axis=1).mean() > 0.5  # most poses are missed by some camera
 
@@ -302,12 +303,12 @@ def test_noisy_keypoints_statistics():
     rng = np.random.default_rng(0)
     uv = np.tile([[80.0, 60.0]], (NUM_JOINTS, 1))
     state = np.array([2] * 15 + [1] * 4 + [0] * 2)
-    draws = np.stack([synth.noisy_keypoints(uv, state, (160, 120), 2.0, 0.0, rng) for _ in range(400)])
+    draws = np.stack([keypoints.noisy_keypoints(uv, state, (160, 120), 2.0, 0.0, rng) for _ in range(400)])
     assert (draws[:, 19:] == 0).all()  # outside the image: missing
     assert ((draws[:, :15, 2] >= 0.75) & (draws[:, :15, 2] <= 1)).all()
     assert ((draws[:, 15:19, 2] >= 0.25) & (draws[:, 15:19, 2] <= 0.55)).all()
     assert abs(np.std(draws[:, :19, :2] - 80.0 * np.array([1, 0.75])) - 2.0) < 0.1
-    out = np.stack([synth.noisy_keypoints(uv, state, (160, 120), 0.0, 0.3, rng) for _ in range(400)])
+    out = np.stack([keypoints.noisy_keypoints(uv, state, (160, 120), 0.0, 0.3, rng) for _ in range(400)])
     moved = np.any(out[:, :19, :2] != uv[:19], axis=2)
     assert abs(moved.mean() - 0.3) < 0.03
     assert (out[..., 0] <= 159).all() and (out[..., 1] <= 119).all()
@@ -356,7 +357,7 @@ def test_raycast_masks_match_written_masks(exact_session):
     model = load_hand_model("right")
     layer = ManoLayer(model)
     gt = json.loads((exact_session / "ground_truth" / "000000.json").read_text())
-    verts, _ = synth._run_layer(layer, np.array([gt["pose"]]), np.array(gt["betas"]), np.array([gt["trans"]]))
+    verts, _ = motion._run_layer(layer, np.array([gt["pose"]]), np.array(gt["betas"]), np.array([gt["trans"]]))
     for cam in rig:
         mask = cv2.imread(str(exact_session / "masks_gt" / cam.name / "000000.png"), cv2.IMREAD_GRAYSCALE)
         np.testing.assert_array_equal(raycast.render_mask(verts[0], model.faces, cam), mask)
@@ -364,7 +365,7 @@ def test_raycast_masks_match_written_masks(exact_session):
 
 def test_convention_keypoint_parts():
     """A joint's own skin is the bones meeting at it (MANO joint ids), a tip's its distal bone."""
-    parts = synth.keypoint_parts()
+    parts = keypoints.keypoint_parts()
     assert parts[0] == {0}  # wrist: the palm
     assert parts[5] == {0, 1}  # index MCP: palm + proximal phalanx
     assert parts[6] == {1, 2}  # index PIP

@@ -1,7 +1,7 @@
 """Exact per-pixel ray casting of triangle meshes through distorted OpenCV cameras.
 
 The casting itself is open3d's ``RaycastingScene`` (Embree) when open3d is installed, else
-handanno's PyTorch caster (:mod:`handanno.annotate.raycast_torch`, CPU or CUDA); the
+handanno's PyTorch caster (:mod:`handanno.synth.raycast_torch`, CPU or CUDA); the
 environment variable ``HANDANNO_RAYCAST=open3d|torch`` forces one (:func:`raycast_backend`).
 
 One ray per pixel goes through the pixel's *undistorted* direction, so lens distortion is
@@ -244,7 +244,7 @@ class Open3DScene:
         )
 
     def cast_rays(self, rays: np.ndarray) -> dict[str, np.ndarray]:
-        """First hits of ``(N, 6)`` rays (fields as :mod:`handanno.annotate.raycast_torch`)."""
+        """First hits of ``(N, 6)`` rays (fields as :mod:`handanno.synth.raycast_torch`)."""
         out = self.scene.cast_rays(self._o3d.core.Tensor(np.ascontiguousarray(rays, np.float32)))
         return {k: out[k].numpy() for k in ("t_hit", "primitive_ids", "primitive_uvs", "primitive_normals")}
 
@@ -253,7 +253,7 @@ def raycast_backend() -> str:
     """The ray caster :func:`build_scene` uses: ``"open3d"`` or ``"torch"``.
 
     ``$HANDANNO_RAYCAST`` chooses; unset, open3d when it can be imported, else the PyTorch
-    caster (:mod:`handanno.annotate.raycast_torch`, same answers, slower on the CPU).
+    caster (:mod:`handanno.synth.raycast_torch`, same answers, slower on the CPU).
     """
     name = os.environ.get(RAYCAST_BACKEND_ENV, "").strip().lower()
     if name in ("open3d", "torch"):
@@ -278,7 +278,7 @@ def build_scene(vertices: np.ndarray, faces: np.ndarray, backend: str | None = N
     Returns:
         An object whose ``cast_rays(rays (N, 6))`` returns numpy ``t_hit``, ``primitive_ids``,
         ``primitive_uvs`` and ``primitive_normals`` (:class:`Open3DScene` or
-        :class:`handanno.annotate.raycast_torch.TorchScene`).
+        :class:`handanno.synth.raycast_torch.TorchScene`).
     """
     check_shape(vertices, ("V", 3), "vertices")
     check_shape(faces, ("F", 3), "faces")
@@ -286,7 +286,7 @@ def build_scene(vertices: np.ndarray, faces: np.ndarray, backend: str | None = N
     if backend == "open3d":
         return Open3DScene(vertices, faces)
     if backend == "torch":
-        from handanno.annotate.raycast_torch import TorchScene
+        from handanno.synth.raycast_torch import TorchScene
 
         return TorchScene(vertices, faces)
     raise HandannoError(f"unknown ray-casting backend {backend!r}: use open3d or torch")

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from handanno.annotate.demo import DemoSettings, format_summary, run_demo
+from handanno.demo import DemoSettings, format_summary, run_demo
 from handanno.errors import HandannoError
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

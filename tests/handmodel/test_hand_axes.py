@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from handanno.annotate import losses
-from handanno.models.hand_axes import (
+from handanno.handmodel.hand_axes import (
     FREE_JOINTS,
     HINGE_JOINTS,
     MANO_JOINT_BONES,
@@ -14,8 +14,8 @@ from handanno.models.hand_axes import (
     hand_axes,
     joint_bases,
 )
-from handanno.models.hand_model_io import load_hand_model
-from handanno.models.mano import ManoLayer
+from handanno.handmodel.mano import ManoLayer
+from handanno.handmodel.model_io import load_hand_model
 
 
 @pytest.fixture(scope="module", params=["right", "left"])

@@ -41,7 +41,7 @@ import numpy as np
 
 from handanno.data.conventions import HAND_SIDES
 from handanno.errors import HandannoError
-from handanno.models.mano import HandModelData
+from handanno.handmodel.mano import HandModelData
 
 logger = logging.getLogger(__name__)
 

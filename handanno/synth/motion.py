@@ -1,0 +1,206 @@
+"""Hand motion of a synthetic capture.
+
+Smooth articulation and global rotation trajectories, posed by the hand model.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.spatial.transform import Rotation
+
+from handanno.data.conventions import (
+    NUM_BETAS,
+)
+from handanno.handmodel.hand_axes import HandAxes, hand_axes
+from handanno.handmodel.hand_axes import unit as _unit
+from handanno.synth.streams import (
+    _MOTION,
+    _SHAPE,
+)
+from handanno.synth.streams import (
+    rng as _rng,
+)
+
+log = logging.getLogger(__name__)
+
+# Palm-centre keypoints (wrist and the four finger knuckles), FreiHAND order.
+_PALM_KEYPOINTS = (0, 5, 9, 13, 17)
+
+# --------------------------------------------------------------------------- motion
+
+
+def smooth_signal(rng: np.random.Generator, num_frames: int, fps: float, freq_hz: tuple[float, float] = (0.1, 0.5),
+                  num_terms: int = 3) -> np.ndarray:
+    """A smooth random signal ``(T,)`` in ``[-1, 1]``: a sum of low-frequency sinusoids.
+
+    Term ``k`` has a random frequency in ``freq_hz``, a random phase and amplitude
+    ``1 / (k + 1)``; the sum is divided by the amplitudes' sum, so it never leaves [-1, 1].
+
+    Example:
+        >>> x = smooth_signal(np.random.default_rng(0), 50, 15.0)
+        >>> x.shape, bool(np.abs(x).max() <= 1), bool(np.abs(np.diff(x)).max() < 0.25)
+        ((50,), True, True)
+    """
+    t = np.arange(num_frames) / fps  # (T,) seconds
+    amps = 1.0 / np.arange(1, num_terms + 1)
+    freqs = rng.uniform(*freq_hz, size=num_terms)
+    phases = rng.uniform(0, 2 * np.pi, size=num_terms)
+    return (amps[:, None] * np.sin(2 * np.pi * freqs[:, None] * t[None] + phases[:, None])).sum(0) / amps.sum()
+
+
+def articulation_trajectory(axes: HandAxes, num_frames: int, fps: float, rng: np.random.Generator) -> np.ndarray:
+    """Smooth, anatomically bounded finger motion as full MANO joint axis-angles ``(T, 15, 3)``.
+
+    Every session holds its own hand posture, about which the fingers move: a grip strength
+    ``g ~ U(0, 1)`` shared by the hand and one ``u ~ U(0, 1)`` per finger give each finger's
+    mean curl ``0.5 g + 0.5 u`` (open hands, fists, pointing and in between); the curl then
+    moves by up to 0.35 about it, 60 % a shared signal and 40 % its own (0.15-0.6 Hz). MCP
+    flexes in [-10, 80] deg, PIP in [0, 100] deg, DIP = 0.7 PIP (tendon coupling). The
+    knuckles spread by up to about 12 deg, less when curled. The thumb's mean opposition
+    ``0.4 g + 0.6 u`` moves likewise; its CMC moves in front of the palm (0-40 deg) and across
+    it (-15-25 deg), MCP 0-50 deg, IP -10-70 deg. Angles are "full" (relative to the flat
+    hand), not relative to ``hands_mean``.
+    """
+    T = num_frames
+    freq = (0.15, 0.6)
+    common = smooth_signal(rng, T, fps, freq)
+    out = np.zeros((T, 15, 3))
+    d2r = np.pi / 180
+    # MANO finger joints (first of three) and their spread direction / weight.
+    fingers = {"index": (1, -1.0), "middle": (4, -0.2), "ring": (10, 0.6), "pinky": (7, 1.3)}
+    spread_amt = 0.5 + 0.5 * smooth_signal(rng, T, fps, (0.05, 0.3))  # (T,) in [0, 1]
+    grip = rng.uniform(0.0, 1.0)
+    for j0, spread_dir in fingers.values():
+        mean_curl = 0.5 * grip + 0.5 * rng.uniform(0.0, 1.0)
+        curl = np.clip(mean_curl + 0.35 * (0.6 * common + 0.4 * smooth_signal(rng, T, fps, freq)), 0.0, 1.0)  # (T,)
+        pip = np.clip(curl + 0.2 * smooth_signal(rng, T, fps), 0.0, 1.0)
+        mcp_deg = -10 + 90 * curl
+        pip_deg = 100 * pip
+        dip_deg = 0.7 * pip_deg + 5 * smooth_signal(rng, T, fps)
+        spread_deg = spread_dir * 9 * spread_amt * (1 - 0.7 * curl)
+        out[:, j0 - 1] = mcp_deg[:, None] * d2r * axes.flex[j0 - 1] + spread_deg[:, None] * d2r * axes.spread[j0 - 1]
+        out[:, j0] = pip_deg[:, None] * d2r * axes.flex[j0]
+        out[:, j0 + 1] = np.clip(dip_deg, 0, 75)[:, None] * d2r * axes.flex[j0 + 1]
+    mean_thumb = 0.4 * grip + 0.6 * rng.uniform(0.0, 1.0)
+    thumb = np.clip(mean_thumb + 0.35 * (0.5 * common + 0.5 * smooth_signal(rng, T, fps, freq)), 0, 1)  # (T,)
+    cmc_front = 40 * thumb
+    cmc_across = -15 + 40 * np.clip(thumb + 0.2 * smooth_signal(rng, T, fps), 0, 1)
+    mcp = 50 * np.clip(thumb + 0.15 * smooth_signal(rng, T, fps), 0, 1)
+    ip = -10 + 80 * np.clip(thumb + 0.2 * smooth_signal(rng, T, fps), 0, 1)
+    n, s = axes.palm_normal, axes.thumb_side
+    d_thumb = _unit(np.cross(axes.spread[12], s))  # in-plane direction of the thumb's first bone
+    front_axis = _unit(np.cross(d_thumb, n))
+    out[:, 12] = (cmc_front[:, None] * front_axis + cmc_across[:, None] * axes.spread[12]) * d2r
+    out[:, 13] = mcp[:, None] * d2r * axes.flex[13]
+    out[:, 14] = ip[:, None] * d2r * axes.flex[14]
+    return out
+
+
+def global_rotation_trajectory(axes: HandAxes, rest_joints: np.ndarray, num_frames: int, fps: float,
+                               rng: np.random.Generator) -> np.ndarray:
+    """Wrist orientation over time, ``(T, 3, 3)`` world-from-rest rotations.
+
+    The base orientation points the fingers up (world +z, tilted by 10-30 deg) with the
+    palm towards a random horizontal direction; on top, a smooth rotation of up to about
+    50 deg about the vertical and 20 deg about the horizontal axes.
+    """
+    f = _unit(rest_joints[9] - rest_joints[0])
+    n = axes.palm_normal
+    yaw = rng.uniform(0, 2 * np.pi)
+    tilt = np.deg2rad(rng.uniform(10, 30))
+    palm_dir = np.array([np.cos(yaw), np.sin(yaw), 0.0])
+    finger_dir = _unit(np.array([0.0, 0.0, 1.0]) * np.cos(tilt) - palm_dir * np.sin(tilt))
+    palm_dir = _unit(palm_dir - finger_dir * (palm_dir @ finger_dir))
+    n_rest = _unit(n - f * (n @ f))
+    src = np.stack([f, n_rest, np.cross(f, n_rest)], 1)  # columns: rest axes
+    dst = np.stack([finger_dir, palm_dir, np.cross(finger_dir, palm_dir)], 1)
+    R_base = dst @ src.T  # (3, 3): rest -> world
+    rotvec = np.stack([
+        np.deg2rad(20) * smooth_signal(rng, num_frames, fps, (0.05, 0.3)),
+        np.deg2rad(20) * smooth_signal(rng, num_frames, fps, (0.05, 0.3)),
+        np.deg2rad(50) * smooth_signal(rng, num_frames, fps, (0.05, 0.25)),
+    ], 1)  # (T, 3) world axes
+    return Rotation.from_rotvec(rotvec).as_matrix() @ R_base  # (T, 3, 3)
+
+
+@dataclass(frozen=True)
+class HandMotion:
+    """A hand sequence in the model's parameter space and its posed meshes.
+
+    Attributes:
+        pose: ``(T, 48)`` 3 global axis-angle + 45 articulation relative to ``hands_mean``.
+        betas: ``(10,)`` shape, fixed over the session.
+        trans: ``(T, 3)`` metres.
+        vertices: ``(T, V, 3)`` world metres (float64 copies of the layer's output).
+        joints: ``(T, 21, 3)`` FreiHAND keypoints, world metres.
+        faces: ``(F, 3)`` int64.
+        rest_vertices: ``(V, 3)`` the flat hand (articulation 0, no global rotation), palm
+            centre at the origin (for albedo patterns).
+        axes: the articulation axes the motion was built with.
+    """
+
+    pose: np.ndarray
+    betas: np.ndarray
+    trans: np.ndarray
+    vertices: np.ndarray
+    joints: np.ndarray
+    faces: np.ndarray
+    rest_vertices: np.ndarray
+    axes: HandAxes
+
+
+def _run_layer(layer, pose: np.ndarray, betas: np.ndarray, trans: np.ndarray):
+    import torch
+
+    T = pose.shape[0]
+    with torch.no_grad():
+        out = layer(
+            torch.as_tensor(pose, dtype=torch.float32),
+            torch.as_tensor(np.broadcast_to(betas, (T, NUM_BETAS)).copy(), dtype=torch.float32),
+            torch.as_tensor(trans, dtype=torch.float32),
+        )
+    return out.vertices.double().numpy(), out.joints.double().numpy()
+
+
+def make_motion(layer, hands_mean: np.ndarray, side: str, num_frames: int, fps: float, seed: int) -> HandMotion:
+    """Draw a shape and a smooth motion and pose the hand model for every frame.
+
+    Betas are ``N(0, 1)`` clipped to [-2, 2]. The articulation comes from
+    :func:`articulation_trajectory`, the wrist rotation from
+    :func:`global_rotation_trajectory`; the translation keeps the palm centre within a
+    few cm of the origin (smooth drift of up to 3 cm per axis).
+
+    Args:
+        layer: a ``ManoLayer`` (``layer(pose (B,48), betas (B,10), trans (B,3))`` ->
+            ``vertices (B,V,3)``, ``joints (B,21,3)``; ``layer.faces (F,3)``).
+        hands_mean: ``(45,)`` the model's mean articulation (pose is relative to it).
+        side: ``"right"`` or ``"left"``.
+        num_frames: T.
+        fps: frames per second of the motion.
+        seed: random seed.
+
+    Returns:
+        :class:`HandMotion`. The pose and betas are exactly what was fed to the layer (float32
+        values), so the layer reproduces the ground truth.
+    """
+    hands_mean = np.asarray(hands_mean, np.float64).reshape(45)
+    betas = np.clip(_rng(seed, _SHAPE).normal(size=NUM_BETAS), -2.0, 2.0).astype(np.float32).astype(np.float64)
+    flat = np.concatenate([np.zeros(3), -hands_mean])[None]  # (1, 48): full articulation 0
+    rest_v, rest_j = _run_layer(layer, flat, betas, np.zeros((1, 3)))
+    rest_v, rest_j = rest_v[0], rest_j[0]
+    axes = hand_axes(rest_j, side)
+    rng = _rng(seed, _MOTION)
+    full = articulation_trajectory(axes, num_frames, fps, rng)  # (T, 15, 3)
+    R = global_rotation_trajectory(axes, rest_j, num_frames, fps, rng)  # (T, 3, 3)
+    pose = np.concatenate([Rotation.from_matrix(R).as_rotvec(), full.reshape(num_frames, 45) - hands_mean], 1)
+    pose = pose.astype(np.float32).astype(np.float64)  # (T, 48): what the layer sees
+    drift = 0.03 * np.stack([smooth_signal(rng, num_frames, fps, (0.05, 0.3)) for _ in range(3)], 1)  # (T, 3)
+    _, j0 = _run_layer(layer, pose, betas, np.zeros((num_frames, 3)))
+    palm = j0[:, list(_PALM_KEYPOINTS)].mean(1)  # (T, 3)
+    trans = (drift - palm).astype(np.float32).astype(np.float64)
+    verts, joints = _run_layer(layer, pose, betas, trans)
+    faces = np.asarray(layer.faces.cpu().numpy() if hasattr(layer.faces, "cpu") else layer.faces, np.int64)
+    return HandMotion(pose, betas, trans, verts, joints, faces, rest_v - rest_j[list(_PALM_KEYPOINTS)].mean(0), axes)
