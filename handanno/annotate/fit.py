@@ -20,7 +20,7 @@ import torch
 from handanno.annotate.fit_mano import FitInputs, FitResult, FitSettings, fit_batch, initial_pose
 from handanno.annotate.segment import Masks
 from handanno.annotate.triangulate import Triangulated
-from handanno.calibration.camera import CameraRig
+from handanno.calibration.camera import CameraRig, CameraTensors
 from handanno.handmodel.mano import ManoLayer
 
 Segmenter = Callable[[np.ndarray], Masks]
@@ -76,8 +76,8 @@ def silhouette_renderer(faces: torch.Tensor, fit: FitSettings):
     rs = SilhouetteSettings(image_size=(fit.sil_size, fit.sil_size), sigma=fit.sil_sigma,
                             cull_back_faces=fit.sil_cull_back_faces)
 
-    def render(vertices: torch.Tensor, cams: dict[str, torch.Tensor], boxes: torch.Tensor) -> torch.Tensor:
-        return render_silhouettes(vertices, faces, cams["K"], cams["dist"], cams["R"], cams["t"], rs, crop_box=boxes)
+    def render(vertices: torch.Tensor, cams: CameraTensors, boxes: torch.Tensor) -> torch.Tensor:
+        return render_silhouettes(vertices, faces, cams.K, cams.dist, cams.R, cams.t, rs, crop_box=boxes)
 
     return render
 

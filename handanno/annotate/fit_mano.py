@@ -28,12 +28,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from scipy.spatial.transform import Rotation
 
 from handanno.annotate import losses
+from handanno.calibration.camera import CameraTensors
 from handanno.check import check_shape
 from handanno.data.conventions import NUM_BETAS, NUM_JOINTS
 from handanno.errors import HandannoError
+from handanno.rotations import matrix_to_axis_angle
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +95,7 @@ class FitInputs:
     Attributes:
         uv_px: ``(B, C, J, 2)`` 2D keypoints, pixels.
         conf: ``(B, C, J)`` confidences, 0 = missing.
-        cams: stacked camera tensors ``K (C,3,3)``, ``dist (C,5)``, ``R (C,3,3)``, ``t (C,3)``.
+        cams: the ``C`` cameras (:meth:`handanno.calibration.camera.CameraRig.tensors`).
         joints3d: ``(B, J, 3)`` triangulated keypoints, metres, NaN where unknown (for
             the initialisation and the ``3d`` stage).
         neighbour: ``(B - 1,)`` True where frame b + 1 directly follows frame b.
@@ -105,7 +106,7 @@ class FitInputs:
 
     uv_px: torch.Tensor
     conf: torch.Tensor
-    cams: dict[str, torch.Tensor]
+    cams: CameraTensors
     joints3d: torch.Tensor
     neighbour: torch.Tensor
     masks: torch.Tensor | None = None
@@ -190,7 +191,7 @@ def initial_pose(
         ok = np.all(np.isfinite(joints3d[b]), axis=1)
         if ok.sum() >= 3:
             R, t = kabsch(model_j[ok], joints3d[b, ok])
-            pose[b, :3] = Rotation.from_matrix(R).as_rotvec()
+            pose[b, :3] = matrix_to_axis_angle(R)
             trans[b] = t + R @ root - root
         elif ok.any():
             trans[b] = joints3d[b, ok].mean(0) - model_j[0]
@@ -225,7 +226,7 @@ def _as_dtype(inputs: FitInputs, dtype: torch.dtype) -> FitInputs:
         return x.to(dtype) if isinstance(x, torch.Tensor) and x.is_floating_point() else x
 
     changes = {f.name: cast(getattr(inputs, f.name)) for f in dataclasses.fields(inputs) if f.name != "cams"}
-    return dataclasses.replace(inputs, cams={k: cast(v) for k, v in inputs.cams.items()}, **changes)
+    return dataclasses.replace(inputs, cams=inputs.cams.to(dtype=dtype), **changes)
 
 
 def _cosine_lr(step: int, total: int, final_fraction: float) -> float:

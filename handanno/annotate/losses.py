@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import torch
 
-from handanno.calibration.camera import project_points
+from handanno.calibration.camera import CameraTensors, project_points
 from handanno.check import check_shape
 
 
@@ -39,23 +39,22 @@ def geman_mcclure(residual_sq: torch.Tensor, sigma: float) -> torch.Tensor:
     return s2 * residual_sq / (s2 + residual_sq)
 
 
-def project_to_views(points_world: torch.Tensor, cams: dict[str, torch.Tensor]) -> torch.Tensor:
+def project_to_views(points_world: torch.Tensor, cams: CameraTensors) -> torch.Tensor:
     """Project ``(B, N, 3)`` world points into every camera: ``(B, C, N, 2)`` pixels.
 
-    ``cams`` holds ``K (C,3,3)``, ``dist (C,5)``, ``R (C,3,3)``, ``t (C,3)``
-    (:meth:`handanno.calibration.camera.CameraRig.tensors`).
+    ``cams``: the ``C`` cameras (:meth:`handanno.calibration.camera.CameraRig.tensors`).
     """
     B, N, _ = points_world.shape
-    C = cams["K"].shape[0]
+    C = cams.K.shape[0]
     pts = points_world[:, None].expand(B, C, N, 3)  # (B, C, N, 3)
-    return project_points(pts, cams["K"][None], cams["dist"][None], cams["R"][None], cams["t"][None])
+    return project_points(pts, cams.K[None], cams.dist[None], cams.R[None], cams.t[None])
 
 
 def keypoint_reprojection_loss(
     joints_world: torch.Tensor,
     uv_px: torch.Tensor,
     conf: torch.Tensor,
-    cams: dict[str, torch.Tensor],
+    cams: CameraTensors,
     sigma_px: float,
 ) -> torch.Tensor:
     """Confidence-weighted robust reprojection of the keypoints in every view.
@@ -64,7 +63,7 @@ def keypoint_reprojection_loss(
         joints_world: ``(B, J, 3)`` model keypoints, metres.
         uv_px: ``(B, C, J, 2)`` observed keypoints, pixels (any value where conf is 0).
         conf: ``(B, C, J)`` confidences in [0, 1]; 0 means missing.
-        cams: stacked camera tensors (see :func:`project_to_views`).
+        cams: the ``C`` cameras (see :func:`project_to_views`).
         sigma_px: Geman-McClure scale, pixels.
 
     Returns:

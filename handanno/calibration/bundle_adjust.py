@@ -33,6 +33,7 @@ import scipy.sparse
 from handanno.calibration.camera import project_points
 from handanno.check import check_shape
 from handanno.errors import HandannoError
+from handanno.rotations import axis_angle_to_matrix, matrix_to_axis_angle, nearest_rotation
 
 log = logging.getLogger(__name__)
 
@@ -40,19 +41,13 @@ INTRINSIC_NAMES = ("fx", "fy", "cx", "cy", "k1", "k2", "p1", "p2", "k3")
 
 
 def rotvec_to_matrix(rvec: np.ndarray) -> np.ndarray:
-    """``(*, 3)`` axis-angle (radians) to ``(*, 3, 3)`` rotation matrices (Rodrigues)."""
-    from scipy.spatial.transform import Rotation
-
-    shape = rvec.shape[:-1]
-    return Rotation.from_rotvec(np.array(rvec, np.float64).reshape(-1, 3)).as_matrix().reshape(*shape, 3, 3)
+    """``(*, 3)`` axis-angle (radians) to ``(*, 3, 3)`` rotation matrices (:mod:`handanno.rotations`)."""
+    return axis_angle_to_matrix(rvec)
 
 
 def matrix_to_rotvec(R: np.ndarray) -> np.ndarray:
-    """``(*, 3, 3)`` rotation matrices to ``(*, 3)`` axis-angle, radians."""
-    from scipy.spatial.transform import Rotation
-
-    shape = R.shape[:-2]
-    return Rotation.from_matrix(np.array(R, np.float64).reshape(-1, 3, 3)).as_rotvec().reshape(*shape, 3)
+    """``(*, 3, 3)`` matrices, made rotations first (nearest in Frobenius norm), to ``(*, 3)`` axis-angle, radians."""
+    return matrix_to_axis_angle(nearest_rotation(R))
 
 
 def intrinsics_vector(K: np.ndarray, dist: np.ndarray) -> np.ndarray:

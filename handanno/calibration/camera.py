@@ -25,6 +25,7 @@ import torch
 
 from handanno.check import check_shape
 from handanno.errors import HandannoError
+from handanno.rotations import axis_angle_to_matrix, matrix_to_axis_angle, nearest_rotation
 
 Array = Any  # np.ndarray or torch.Tensor
 
@@ -235,10 +236,8 @@ class Camera:
 
     @property
     def rvec(self) -> np.ndarray:
-        """``(3,)`` axis-angle of R (OpenCV Rodrigues)."""
-        import cv2
-
-        return cv2.Rodrigues(self.R)[0].ravel()
+        """``(3,)`` axis-angle of R, radians (of its nearest rotation, as OpenCV's Rodrigues)."""
+        return matrix_to_axis_angle(nearest_rotation(self.R))
 
     def project(self, points_world: np.ndarray) -> np.ndarray:
         """``(*, N, 3)`` world points to ``(*, N, 2)`` pixels."""
@@ -267,11 +266,9 @@ class Camera:
     @classmethod
     def from_params(cls, name: str, params: np.ndarray, image_size: tuple[int, int]) -> Camera:
         """Inverse of :meth:`to_params` (zero skew)."""
-        import cv2
-
         p = np.asarray(params, np.float64)
         K = np.array([[p[6], 0, p[8]], [0, p[7], p[9]], [0, 0, 1]])
-        return cls(name, K, p[10:15], cv2.Rodrigues(p[:3])[0], p[3:6], image_size)
+        return cls(name, K, p[10:15], axis_angle_to_matrix(p[:3]), p[3:6], image_size)
 
     def to_dict(self) -> dict:
         """The camera's entry of rig.json."""
@@ -290,6 +287,38 @@ class Camera:
         if missing:
             raise HandannoError(f"camera {name!r}: missing field(s) {', '.join(missing)}")
         return cls(name, d["K"], d["dist"], d["R"], d["t"], d["image_size"])
+
+
+@dataclass(frozen=True)
+class CameraTensors:
+    """``C`` cameras stacked as torch tensors, in rig order (:meth:`CameraRig.tensors`); conventions above.
+
+    Attributes:
+        K: ``(C, 3, 3)`` intrinsics, pixels.
+        dist: ``(C, 5)`` ``[k1, k2, p1, p2, k3]``, unitless.
+        R: ``(C, 3, 3)`` world-to-camera rotations.
+        t: ``(C, 3)`` world-to-camera translations, metres.
+        image_size: ``(C, 2)`` int64 ``(width, height)``, pixels.
+
+    Example:
+        >>> cam = Camera("cam0", np.diag([500.0, 500.0, 1.0]), np.zeros(5), np.eye(3), np.zeros(3), (640, 480))
+        >>> cams = CameraRig((cam,)).tensors(dtype=torch.float64)
+        >>> tuple(cams.K.shape), cams.R.dtype, cams.image_size.tolist()
+        ((1, 3, 3), torch.float64, [[640, 480]])
+    """
+
+    K: torch.Tensor
+    dist: torch.Tensor
+    R: torch.Tensor
+    t: torch.Tensor
+    image_size: torch.Tensor
+
+    def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> CameraTensors:
+        """A copy on ``device``, K, dist, R and t in ``dtype`` (None keeps either; ``image_size`` stays int64)."""
+        return CameraTensors(
+            **{k: getattr(self, k).to(device=device, dtype=dtype) for k in ("K", "dist", "R", "t")},
+            image_size=self.image_size.to(device=device),
+        )
 
 
 def natural_key(name: str) -> tuple:
@@ -349,12 +378,13 @@ class CameraRig:
             "image_size": np.array([c.image_size for c in self.cameras], dtype=np.int64),
         }
 
-    def tensors(
-        self, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32
-    ) -> dict[str, torch.Tensor]:
-        """:meth:`stacked` as torch tensors on ``device``."""
-        return {k: torch.as_tensor(v, device=device, dtype=dtype if k != "image_size" else torch.int64)
-                for k, v in self.stacked().items()}
+    def tensors(self, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> CameraTensors:
+        """:meth:`stacked` as torch tensors on ``device``: ``dtype``, but ``image_size`` int64."""
+        s = self.stacked()
+        return CameraTensors(
+            **{k: torch.as_tensor(s[k], device=device, dtype=dtype) for k in ("K", "dist", "R", "t")},
+            image_size=torch.as_tensor(s["image_size"], device=device, dtype=torch.int64),
+        )
 
     def project(self, points_world: np.ndarray) -> np.ndarray:
         """``(N, 3)`` world points to ``(C, N, 2)`` pixels in every camera."""

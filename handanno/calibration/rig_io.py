@@ -70,6 +70,7 @@ import numpy as np
 from handanno.calibration.camera import Camera, CameraRig, natural_key
 from handanno.data.files_io import atomic_write, atomic_write_bytes, read_json, write_json
 from handanno.errors import HandannoError
+from handanno.rotations import axis_angle_to_matrix
 
 log = logging.getLogger(__name__)
 
@@ -106,16 +107,14 @@ def _make_rig(path: Path, cameras: Sequence[Camera]) -> CameraRig:
 
 
 def _rodrigues(rvec: Any, where: str) -> np.ndarray:
-    """``(3,)`` axis-angle (any nesting of 3 numbers) to a ``(3, 3)`` rotation matrix."""
-    import cv2
-
+    """``(3,)`` axis-angle (any nesting of 3 numbers) to a ``(3, 3)`` rotation matrix; errors name ``where``."""
     try:
         r = np.asarray(rvec, dtype=np.float64).reshape(-1)
     except (TypeError, ValueError) as exc:
         raise HandannoError(f"{where} is not numeric ({exc})") from exc
     if r.size != 3 or not np.all(np.isfinite(r)):
         raise HandannoError(f"{where} must be 3 finite numbers (axis-angle), got {np.shape(rvec)}")
-    return cv2.Rodrigues(r)[0]
+    return axis_angle_to_matrix(r)
 
 
 def _vector3(value: Any, where: str) -> np.ndarray:

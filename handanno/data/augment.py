@@ -30,6 +30,7 @@ import cv2
 import numpy as np
 
 from handanno.check import check_shape
+from handanno.rotations import axis_angle_to_matrix, matrix_to_axis_angle, nearest_rotation
 
 
 @dataclass(frozen=True)
@@ -221,9 +222,7 @@ def mirror_axis_angle(pose: np.ndarray) -> np.ndarray:
 def rotate_global_orient(pose: np.ndarray, R: np.ndarray) -> np.ndarray:
     """Left-multiply the global rotation ``pose[:3]`` (axis-angle) by ``R (3, 3)``; ``(48,)`` in and out."""
     out = np.array(pose, dtype=np.float64).copy()
-    Rg, _ = cv2.Rodrigues(out[:3].reshape(3, 1))
-    aa, _ = cv2.Rodrigues(R @ Rg)
-    out[:3] = aa.reshape(3)
+    out[:3] = matrix_to_axis_angle(nearest_rotation(R @ axis_angle_to_matrix(out[:3])))
     return out
 
 

@@ -34,6 +34,7 @@ from handanno.data.conventions import (
     SCALE_KEYPOINTS,
 )
 from handanno.errors import HandannoError
+from handanno.rotations import axis_angle_to_matrix, matrix_to_axis_angle, nearest_rotation
 
 FREIHAND_IMAGE_SIZE = 224
 # fh_utils.db_size: unique samples per split; the training images exist in 4 versions.
@@ -69,18 +70,6 @@ def sample_version_id(idx: int, version: str, num_unique: int = FREIHAND_DB_SIZE
 # --------------------------------------------------------------------------- rotations
 
 
-def _rotvec_to_matrix(rotvec: np.ndarray) -> np.ndarray:
-    from scipy.spatial.transform import Rotation
-
-    return Rotation.from_rotvec(rotvec.reshape(-1, 3)).as_matrix()  # (B, 3, 3)
-
-
-def _matrix_to_rotvec(R: np.ndarray) -> np.ndarray:
-    from scipy.spatial.transform import Rotation
-
-    return Rotation.from_matrix(R.reshape(-1, 3, 3)).as_rotvec()  # (B, 3)
-
-
 def _check_rotation(R: np.ndarray, name: str, tol: float = 1e-6) -> None:
     check_shape(R, (3, 3), name)
     if not (np.allclose(R @ R.T, np.eye(3), atol=tol) and np.linalg.det(R) > 0):
@@ -113,9 +102,9 @@ def pose_to_camera_frame(pose: Any, R_cam: Any) -> np.ndarray:
     check_shape(p, ("*", NUM_POSE), "pose")
     R = as_float64(R_cam, "R_cam")
     _check_rotation(R, "R_cam")
-    R_global = _rotvec_to_matrix(p[..., :3])  # (B, 3, 3)
+    R_global = axis_angle_to_matrix(p[..., :3])  # (*, 3, 3)
     out = p.copy()
-    out[..., :3] = _matrix_to_rotvec(R @ R_global).reshape(p[..., :3].shape)  # R_global' = R_cam R_global
+    out[..., :3] = matrix_to_axis_angle(nearest_rotation(R @ R_global))  # R_global' = R_cam R_global
     return out
 
 

@@ -1,8 +1,8 @@
 """The numpy LBS reference next to the layer: MANO's forward pass in plain float64 numpy.
 
 A slow, obvious oracle for the batched layers (``handanno.handmodel.mano.ManoLayer`` and
-smplx's ``MANO``): :func:`rodrigues` and :func:`axis_angle_of` convert rotations,
-:func:`lbs` poses a MANO-format model dict.
+smplx's ``MANO``): :func:`lbs` poses a MANO-format model dict. Its rotations come from
+:func:`handanno.rotations.axis_angle_to_matrix`, whose arithmetic is this oracle's.
 
 Convention:
     Axis-angle in radians, MANO joint order (0 the wrist), metres.
@@ -14,29 +14,7 @@ import numpy as np
 
 from handanno.check import check_shape
 from handanno.data.conventions import NUM_BETAS, NUM_MANO_JOINTS
-
-
-def rodrigues(axis_angle: np.ndarray) -> np.ndarray:
-    """``(*, 3)`` axis-angle (radians) to ``(*, 3, 3)`` rotation matrices (Rodrigues' formula)."""
-    aa = np.asarray(axis_angle, dtype=np.float64)
-    theta = np.linalg.norm(aa, axis=-1, keepdims=True)  # (*, 1)
-    k = aa / np.maximum(theta, 1e-12)
-    K = np.zeros(aa.shape[:-1] + (3, 3))
-    K[..., 0, 1], K[..., 0, 2], K[..., 1, 2] = -k[..., 2], k[..., 1], -k[..., 0]
-    K[..., 1, 0], K[..., 2, 0], K[..., 2, 1] = k[..., 2], -k[..., 1], k[..., 0]
-    s, c = np.sin(theta)[..., None], np.cos(theta)[..., None]
-    return np.eye(3) + s * K + (1.0 - c) * K @ K
-
-
-def axis_angle_of(R: np.ndarray) -> np.ndarray:
-    """``(*, 3, 3)`` rotations to ``(*, 3)`` axis-angle (angles below pi)."""
-    R = np.asarray(R, dtype=np.float64)
-    cos = np.clip((np.trace(R, axis1=-2, axis2=-1) - 1.0) / 2.0, -1.0, 1.0)
-    theta = np.arccos(cos)
-    w = np.stack([R[..., 2, 1] - R[..., 1, 2], R[..., 0, 2] - R[..., 2, 0], R[..., 1, 0] - R[..., 0, 1]], axis=-1)
-    s = np.sin(theta)
-    scale = np.where(s > 1e-9, theta / np.maximum(2.0 * s, 1e-300), 0.5)
-    return w * scale[..., None]
+from handanno.rotations import axis_angle_to_matrix
 
 
 def lbs(model: dict, full_pose: np.ndarray, betas: np.ndarray, trans: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -69,7 +47,7 @@ def lbs(model: dict, full_pose: np.ndarray, betas: np.ndarray, trans: np.ndarray
     parents[0] = -1
     v_shaped = model["v_template"][None] + np.einsum("vck,bk->bvc", model["shapedirs"], betas)  # (B, V, 3)
     J = np.einsum("jv,bvc->bjc", model["J_regressor"], v_shaped)  # (B, 16, 3)
-    R = rodrigues(full_pose)  # (B, 16, 3, 3)
+    R = axis_angle_to_matrix(full_pose)  # (B, 16, 3, 3)
     feat = (R[:, 1:] - np.eye(3)).reshape(B, -1)  # (B, 135)
     v_posed = v_shaped + np.einsum("vck,bk->bvc", np.asarray(model["posedirs"], dtype=np.float64), feat)
     G = np.zeros((B, NUM_MANO_JOINTS, 4, 4))

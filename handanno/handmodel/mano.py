@@ -44,6 +44,7 @@ from handanno.data.conventions import (
     TIP_VERTEX_IDS,
 )
 from handanno.errors import HandannoError
+from handanno.rotations import axis_angle_to_matrix_torch
 
 NUM_POSE_BASIS = (NUM_MANO_JOINTS - 1) * 9  # 135: (R - I) of the 15 non-root joints
 
@@ -227,38 +228,8 @@ class HandOutput:
 
 
 # ---------------------------------------------------------------------------------------
-# Functional core: tensors in, tensors out (follows smplx lbs.py).
+# Functional core: tensors in, tensors out (follows smplx lbs.py; rotations: handanno.rotations).
 # ---------------------------------------------------------------------------------------
-
-
-def batch_rodrigues(axis_angle: torch.Tensor) -> torch.Tensor:
-    """Rotation matrices from axis-angle vectors (Rodrigues' formula), as smplx computes them.
-
-    The angle is ``|axis_angle + 1e-8|`` (smplx's guard, which keeps the gradient finite
-    at zero rotation), so the result matches ``smplx.lbs.batch_rodrigues`` exactly.
-
-    Args:
-        axis_angle: ``(N, 3)`` axis times angle, radians.
-
-    Returns:
-        ``(N, 3, 3)`` rotation matrices, ``x_rotated = R @ x``.
-
-    Example:
-        >>> R = batch_rodrigues(torch.tensor([[0.0, 0.0, torch.pi / 2]]))
-        >>> torch.allclose(R[0] @ torch.tensor([1.0, 0.0, 0.0]), torch.tensor([0.0, 1.0, 0.0]), atol=1e-6)
-        True
-    """
-    check_shape(axis_angle, ("N", 3), "axis_angle")
-    N = axis_angle.shape[0]
-    angle = torch.norm(axis_angle + 1e-8, dim=1, keepdim=True)  # (N, 1)
-    axis = axis_angle / angle  # (N, 3)
-    cos = torch.cos(angle)[:, :, None]  # (N, 1, 1)
-    sin = torch.sin(angle)[:, :, None]  # (N, 1, 1)
-    rx, ry, rz = axis.unbind(dim=1)  # (N,) each
-    zeros = torch.zeros_like(rx)
-    K = torch.stack([zeros, -rz, ry, rz, zeros, -rx, -ry, rx, zeros], dim=1).view(N, 3, 3)  # cross-product matrix
-    eye = torch.eye(3, dtype=axis_angle.dtype, device=axis_angle.device)[None]  # (1, 3, 3)
-    return eye + sin * K + (1 - cos) * torch.bmm(K, K)  # (N, 3, 3)
 
 
 def blend_shapes(betas: torch.Tensor, shapedirs: torch.Tensor) -> torch.Tensor:
@@ -370,7 +341,7 @@ def mano_forward(
         check_shape(joints_rest, (B, J, 3), "joints_rest")
         joints = joints_rest
 
-    rot_mats = batch_rodrigues(full_pose.reshape(B * J, 3)).view(B, J, 3, 3)  # (B, J, 3, 3)
+    rot_mats = axis_angle_to_matrix_torch(full_pose.reshape(B * J, 3)).view(B, J, 3, 3)  # (B, J, 3, 3)
     eye = torch.eye(3, dtype=full_pose.dtype, device=full_pose.device)
     pose_feature = (rot_mats[:, 1:] - eye).reshape(B, (J - 1) * 9)  # (B, 135)  R_n(theta) - R_n(theta*)
     pose_offsets = (pose_feature @ posedirs_flat).view(B, V, 3)  # (B, V, 3)  Eq. 3 (MANO): B_P

@@ -159,6 +159,7 @@ def autocast(device: torch.device, enabled: bool):
     return torch.autocast(device_type=device.type, dtype=dtype, enabled=enabled and device.type == "cuda")
 
 
+@torch.no_grad()
 def validate(
     task: Task, model: nn.Module, loader: DataLoader, device: torch.device, amp: bool = True
 ) -> tuple[dict[str, Any], tuple[dict[str, torch.Tensor], Any] | None]:

@@ -9,13 +9,13 @@ import logging
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.spatial.transform import Rotation
 
 from handanno.data.conventions import (
     NUM_BETAS,
 )
 from handanno.handmodel.hand_axes import HandAxes, hand_axes
 from handanno.handmodel.hand_axes import unit as _unit
+from handanno.rotations import axis_angle_to_matrix, matrix_to_axis_angle
 from handanno.synth.streams import (
     _MOTION,
     _SHAPE,
@@ -123,7 +123,7 @@ def global_rotation_trajectory(axes: HandAxes, rest_joints: np.ndarray, num_fram
         np.deg2rad(20) * smooth_signal(rng, num_frames, fps, (0.05, 0.3)),
         np.deg2rad(50) * smooth_signal(rng, num_frames, fps, (0.05, 0.25)),
     ], 1)  # (T, 3) world axes
-    return Rotation.from_rotvec(rotvec).as_matrix() @ R_base  # (T, 3, 3)
+    return axis_angle_to_matrix(rotvec) @ R_base  # (T, 3, 3)
 
 
 @dataclass(frozen=True)
@@ -195,7 +195,7 @@ def make_motion(layer, hands_mean: np.ndarray, side: str, num_frames: int, fps: 
     rng = _rng(seed, _MOTION)
     full = articulation_trajectory(axes, num_frames, fps, rng)  # (T, 15, 3)
     R = global_rotation_trajectory(axes, rest_j, num_frames, fps, rng)  # (T, 3, 3)
-    pose = np.concatenate([Rotation.from_matrix(R).as_rotvec(), full.reshape(num_frames, 45) - hands_mean], 1)
+    pose = np.concatenate([matrix_to_axis_angle(R), full.reshape(num_frames, 45) - hands_mean], 1)
     pose = pose.astype(np.float32).astype(np.float64)  # (T, 48): what the layer sees
     drift = 0.03 * np.stack([smooth_signal(rng, num_frames, fps, (0.05, 0.3)) for _ in range(3)], 1)  # (T, 3)
     _, j0 = _run_layer(layer, pose, betas, np.zeros((num_frames, 3)))

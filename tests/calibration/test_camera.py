@@ -14,6 +14,7 @@ from handanno.calibration import camera as camera_module
 from handanno.calibration.camera import (
     Camera,
     CameraRig,
+    CameraTensors,
     distort_normalized,
     natural_key,
     project_points,
@@ -251,7 +252,15 @@ def test_rig_stacked_tensors_and_project():
     assert s["K"].shape == (2, 3, 3) and s["dist"].shape == (2, 5) and s["t"].shape == (2, 3)
     assert s["image_size"].tolist() == [[1280, 720], [1280, 720]]
     t = rig.tensors(dtype=torch.float64)
-    assert t["R"].dtype == torch.float64 and t["image_size"].dtype == torch.int64
+    assert isinstance(t, CameraTensors)
+    assert t.R.dtype == torch.float64 and t.image_size.dtype == torch.int64
+    for k in ("K", "dist", "R", "t", "image_size"):
+        np.testing.assert_array_equal(getattr(t, k).numpy(), s[k])
+    t32 = t.to(dtype=torch.float32)
+    assert t32.K.dtype == torch.float32 and t32.image_size.dtype == torch.int64 and t.K.dtype == torch.float64
+    assert torch.equal(t.to("cpu").t, t.t)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        t.K = t.R
     pts = _points()
     uv = rig.project(pts)
     assert uv.shape == (2, len(pts), 2)

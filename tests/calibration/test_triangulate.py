@@ -287,7 +287,7 @@ def test_robust_result_is_frozen_and_bad_args_raise():
 
 def _torch_cams(rig: CameraRig, dtype=torch.float64, device="cpu"):
     t = rig.tensors(device=device, dtype=dtype)
-    return t["K"], t["dist"], t["R"], t["t"]
+    return t.K, t.dist, t.R, t.t
 
 
 def test_torch_equals_numpy():

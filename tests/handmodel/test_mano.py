@@ -14,7 +14,8 @@ from smplx.utils import Struct
 
 from handanno.data.conventions import FREIHAND_FROM_EXTENDED, MANO_TO_FREIHAND, TIP_VERTEX_IDS
 from handanno.errors import HandannoError
-from handanno.handmodel.mano import HandModelData, HandOutput, ManoLayer, batch_rodrigues
+from handanno.handmodel.mano import HandModelData, HandOutput, ManoLayer
+from handanno.rotations import axis_angle_to_matrix_torch
 
 
 def _model(d, side="right") -> HandModelData:
@@ -157,10 +158,14 @@ def test_convention_global_rotation_turns_about_the_root(mano_dict):
     torch.testing.assert_close(out2.vertices, (out.vertices - root) @ R.T + root, rtol=0, atol=1e-8)
 
 
-def test_batch_rodrigues_matches_scipy():
+def test_layer_rotations_match_smplx_and_scipy():
+    """The layer's Rodrigues (handanno.rotations) is smplx's bit for bit, and scipy's up to the 1e-8 angle guard."""
+    from smplx.lbs import batch_rodrigues
+
     rotvec = torch.tensor(np.random.default_rng(1).normal(size=(20, 3)))
+    assert torch.equal(axis_angle_to_matrix_torch(rotvec), batch_rodrigues(rotvec))
     want = torch.tensor(Rotation.from_rotvec(rotvec.numpy()).as_matrix())
-    torch.testing.assert_close(batch_rodrigues(rotvec), want, rtol=1e-7, atol=1e-7)  # 1e-8 angle guard
+    torch.testing.assert_close(axis_angle_to_matrix_torch(rotvec), want, rtol=1e-7, atol=1e-7)  # 1e-8 angle guard
 
 
 def test_layer_holds_buffers_only(mano_dict):

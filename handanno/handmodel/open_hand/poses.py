@@ -20,7 +20,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from handanno.data.conventions import NUM_BETAS, NUM_MANO_JOINTS
-from handanno.handmodel.lbs_reference import axis_angle_of, lbs, rodrigues
+from handanno.handmodel.lbs_reference import lbs
 from handanno.handmodel.open_hand.skeleton import (
     FINGER_JOINTS,
     LONG_FINGERS,
@@ -29,6 +29,7 @@ from handanno.handmodel.open_hand.skeleton import (
     Skeleton,
     skeleton,
 )
+from handanno.rotations import axis_angle_to_matrix, matrix_to_axis_angle
 
 # ---------------------------------------------------------------------------------------
 # Flexion axes of the skeleton.
@@ -63,11 +64,11 @@ def _joint_rotation(f: Finger, k: int, flex: np.ndarray, abd: np.ndarray, twist:
     about itself, composed in that order (flexion outermost).
     """
     R = (
-        rodrigues(flex[:, None] * f.lateral[k])
-        @ rodrigues(abd[:, None] * f.dorsal[k])
-        @ rodrigues(twist[:, None] * f.dirs[k])
+        axis_angle_to_matrix(flex[:, None] * f.lateral[k])
+        @ axis_angle_to_matrix(abd[:, None] * f.dorsal[k])
+        @ axis_angle_to_matrix(twist[:, None] * f.dirs[k])
     )
-    return axis_angle_of(R)
+    return matrix_to_axis_angle(R)
 
 
 def sample_articulations(sk: Skeleton, n: int = POSE_SAMPLES, seed: int = POSE_SEED) -> np.ndarray:

@@ -15,9 +15,10 @@ import numpy as np
 from handanno.check import check_shape
 from handanno.data.conventions import NUM_BETAS, NUM_MANO_JOINTS
 from handanno.handmodel.hand_axes import unit
-from handanno.handmodel.lbs_reference import lbs, rodrigues
+from handanno.handmodel.lbs_reference import lbs
 from handanno.handmodel.open_hand.skeleton import MIRROR
 from handanno.handmodel.open_hand.surface import signed_volume
+from handanno.rotations import axis_angle_to_matrix
 
 # ---------------------------------------------------------------------------------------
 # Looking at it: a small ray-cast renderer for previews.
@@ -162,7 +163,7 @@ def deformation_report(model: dict, full_pose: np.ndarray) -> DeformationReport:
     def normals(v: np.ndarray) -> np.ndarray:
         return np.cross(v[faces[:, 1]] - v[faces[:, 0]], v[faces[:, 2]] - v[faces[:, 0]])  # (F, 3)
 
-    R = rodrigues(np.asarray(full_pose, dtype=np.float64))  # (16, 3, 3)
+    R = axis_angle_to_matrix(full_pose)  # (16, 3, 3)
     parents = np.asarray(model["kintree_table"])[0]
     G = np.zeros_like(R)
     for j in range(NUM_MANO_JOINTS):
