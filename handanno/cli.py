@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from pathlib import Path
 
 import click
 
@@ -285,6 +286,9 @@ def _fit_summary(report) -> str:
         lines += [f"    {n}" for n in report.notes[:5]]
         if len(report.notes) > 5:
             lines.append(f"    ... and {len(report.notes) - 5} more in {report.report_path}")
+    if "redetect" in report.timings_s:  # the step ran (a detector, frames fitted, not --no-redetect)
+        lines.append(f"  re-detection: hand found in {report.views_found_before} -> {report.views_found_after} of "
+                     f"{report.views_total} views ({report.views_redetected} views re-detected)")
     rejected = report.frames_total - len(report.skipped) - report.frames_accepted
     if rejected > 0:
         lines.append(f"  {rejected} frame(s) fitted but not accepted: reasons in fits/<frame>.json quality.reasons")
@@ -311,13 +315,17 @@ def _fit_summary(report) -> str:
 @click.option("--detector", type=click.Choice(["given", "cpm", "mediapipe"]), default="given", show_default=True,
               help="2D keypoints: given (bring keypoints2d/), cpm (a trained heatmap network, --weights) or mediapipe.")
 @click.option("--weights", type=click.Path(exists=True, dir_okay=False, path_type=str), default=None,
-              help="Checkpoint for --detector cpm: from `handanno train cpm` or `handanno train unet`; the hand is "
-                   "searched for over the whole image once per camera, then tracked frame to frame.")
+              help="Checkpoint for --detector cpm: from `handanno train cpm`, `handanno train unet` or `handanno "
+                   "bootstrap` (default: the network shipped with handanno, trained on synthetic captures); the hand "
+                   "is searched for over the whole image once per camera, then tracked frame to frame.")
 @click.option("--flip-test", is_flag=True,
               help="With --detector cpm: average each crop's heatmaps with those of its mirror image (twice the "
                    "detector's time, lower keypoint error).")
 @click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda | cuda:N.")
 @click.option("--no-silhouette", is_flag=True, help="Fit to keypoints only: no segmentation, no silhouette stage.")
+@click.option("--no-redetect", is_flag=True,
+              help="With --detector cpm or mediapipe: do not detect again, around the fit, the views where the hand "
+                   "was missed or the detection disagrees with the fit (nor refit those frames).")
 @click.option("--no-export", is_flag=True, help="Do not write labels/.")
 @click.option("--overlays", is_flag=True, help="Write overlays/<frame>.png pictures of the fits.")
 @click.option("--frames", default=None, metavar="SLICE",
@@ -349,7 +357,8 @@ def _fit_summary(report) -> str:
               help="Frames fitted at once (default 64 on the CPU, 1024 on CUDA).")
 @_threads_option
 def fit_cmd(session: str, model_dir: str | None, hand: str, detector: str, weights: str | None, flip_test: bool,
-            device: str, no_silhouette: bool, no_export: bool, overlays: bool, frames: str | None, force: bool,
+            device: str, no_silhouette: bool, no_redetect: bool, no_export: bool, overlays: bool, frames: str | None,
+            force: bool,
             max_reproj_px: float, max_reproj_rel: float, min_mask_iou: float, outlier_views: int,
             max_view_reproj_rel: float, min_view_mask_iou: float, max_triangulation_gap_mm: float,
             max_bone_dev: float, max_joint_limit_excess_deg: float, batch_frames: int | None,
@@ -368,7 +377,7 @@ def fit_cmd(session: str, model_dir: str | None, hand: str, detector: str, weigh
     settings = PipelineSettings(
         session=Path(session), model_dir=Path(model_dir) if model_dir else None, hand=hand, detector=detector,
         detector_weights=Path(weights) if weights else None, detector_flip_test=flip_test, device=device,
-        silhouette=not no_silhouette,
+        silhouette=not no_silhouette, redetect=not no_redetect,
         export=not no_export, overlays=overlays, frames=frames, force=force, batch_frames=batch_frames,
         accept=AcceptSettings(max_reproj_px=max_reproj_px, max_reproj_rel=max_reproj_rel, min_mask_iou=min_mask_iou,
                               outlier_views=outlier_views, max_view_reproj_rel=max_view_reproj_rel,
@@ -464,6 +473,44 @@ def calibrate_cmd(calib_dir: str, board: str, out: str, fix_intrinsics: str | No
 
 
 # --------------------------------------------------------------------------- demo
+@main.command("bootstrap")
+@click.option("--session", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="The session folder (rig.json, images/).")
+@click.option("--rounds", default=3, show_default=True, type=click.IntRange(min=0),
+              help="Most rounds of training after round 0 (it stops earlier when a round does not improve).")
+@click.option("--init", type=click.Choice(["mediapipe", "cpm"]), default="mediapipe", show_default=True,
+              help="The seed detector of round 0: MediaPipe, or the heatmap network (--weights or the shipped one).")
+@click.option("--weights", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="cpm or unet checkpoint to start from (default: the network shipped with handanno).")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Run folder for the rounds (default SESSION/bootstrap); an interrupted run resumes there.")
+@click.option("--epochs", default=8, show_default=True, type=click.IntRange(min=1), help="Most epochs per round.")
+@click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda | cuda:N.")
+@click.option("--hand", type=click.Choice(["right", "left"]), default="right", show_default=True)
+@click.option("--model-dir", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
+              help="Folder with MANO_RIGHT.pkl / MANO_LEFT.pkl (default: handanno's open hand model).")
+@click.option("--no-silhouette", is_flag=True, help="Fit to keypoints only (no masks).")
+@click.option("--threads", type=click.IntRange(min=1), default=None, help="torch threads on the CPU.")
+def bootstrap_cmd(session: Path, rounds: int, init: str, weights: Path | None, out: Path | None, epochs: int,
+                  device: str, hand: str, model_dir: Path | None, no_silhouette: bool, threads: int | None) -> None:
+    """Train the 2D detector on the rig's own fits, round by round (multiview bootstrapping).
+
+    Round 0 detects with --init and fits; each round then fine-tunes a heatmap network on the
+    accepted frames' fits in every view (keypoints the fitted mesh hides are not trained on),
+    detects every view again with it and refits. The session ends with the best round's
+    keypoints, fits and labels; the per-round table is printed and kept in OUT/bootstrap.json.
+    """
+    from handanno.bootstrap.rounds import BootstrapSettings, format_table, run_bootstrap
+
+    _set_threads(threads)
+    report = run_bootstrap(BootstrapSettings(session=session, out=out, rounds=rounds, init=init, weights=weights,
+                                             epochs=epochs, device=device, hand=hand, model_dir=model_dir,
+                                             silhouette=not no_silhouette))  # fmt: skip
+    click.echo(format_table(report.rows))
+    click.echo(f"bootstrap: {report.stopped}; the session now holds round {report.best_round}'s keypoints and fits "
+               f"({report.labels_written} label samples); {report.seconds / 60:.1f} min; rounds in {report.run_dir}")
+
+
 @main.command("demo")
 @click.option("--out", type=click.Path(file_okay=False), default="handanno-demo", show_default=True,
               help="Folder for the capture, the calibration report, the fits, labels and overlays.")

@@ -4,7 +4,10 @@ Detectors (:data:`DETECTORS`): ``given`` (the session's own keypoint files, noth
 ``cpm`` (a trained heatmap network, :mod:`handanno.annotate.detect_cpm`) and ``mediapipe``
 (:mod:`handanno.annotate.detect_mediapipe`). A detector is a callable
 ``detect(image, camera) -> (21, 3) [u, v, conf] or None``, called view by view in frame
-order (the CPM tracks the hand from frame to frame per camera).
+order (the CPM tracks the hand from frame to frame per camera). Each also detects in a given
+hand box (:data:`BoxDetector`, :func:`make_box_detector`): the pipeline's multi-view guided
+re-detection (:mod:`handanno.annotate.redetect`) looks again where the fit says the hand is.
+A run makes its detectors once (:class:`RunDetectors`).
 
 What the user brought is never overwritten: with ``force`` only files one of handanno's
 detectors wrote are detected again (:func:`needs_keypoints`).
@@ -32,13 +35,20 @@ DETECTORS = ("given", "cpm", "mediapipe")
 Detector = Callable[[np.ndarray, str], "np.ndarray | None"]
 """``detect(image (H, W, 3) BGR uint8, camera name) -> (21, 3) [u, v, conf] pixels, or None``."""
 
+BoxDetector = Callable[[np.ndarray, np.ndarray], "np.ndarray | None"]
+"""``detect_in_box(image (H, W, 3) BGR uint8, box (4,) [x0, y0, x1, y1] px) -> (21, 3) [u, v, conf] | None``.
+
+``box`` is where the hand is expected (its keypoints' tight box, e.g. a fit's projection);
+the keypoints are full-image pixels; None when the hand is not found there.
+"""
+
 
 @dataclass(frozen=True)
 class DetectSettings:
     """Which detector, and how it runs."""
 
     detector: str = "given"  # one of DETECTORS
-    weights: Path | None = None  # the cpm / unet checkpoint (--weights)
+    weights: Path | None = None  # the cpm / unet checkpoint (--weights); None: the network shipped with handanno
     flip_test: bool = False  # cpm: average with the mirrored image's heatmaps
     hand: str = "right"  # mediapipe: which hand to keep
     device: str = "auto"
@@ -46,8 +56,13 @@ class DetectSettings:
     progress: bool = True
 
 
-def run_detect(session: Session, settings: DetectSettings) -> int:
+def run_detect(session: Session, settings: DetectSettings, detectors: RunDetectors | None = None) -> int:
     """Write keypoints2d/ for every view that lacks it (or all of handanno's with ``force``).
+
+    Args:
+        session: the session.
+        settings: which detector.
+        detectors: the run's detectors (made here when None).
 
     Returns:
         How many keypoint files were written.
@@ -70,7 +85,7 @@ def run_detect(session: Session, settings: DetectSettings) -> int:
         if todo:
             log.info("%d view(s) have no keypoint file: treated as views where the hand is not seen", len(todo))
         return 0
-    detect = make_detector(settings)
+    detect = (detectors or RunDetectors(settings)).views()
     written = 0
     bar = tqdm(todo, desc=f"detect ({settings.detector})", disable=not settings.progress, leave=False, unit="it")
     for cam, frame in bar:
@@ -102,12 +117,51 @@ def make_detector(settings: DetectSettings) -> Detector:
     if settings.detector == "mediapipe":
         from handanno.annotate.detect_mediapipe import MediaPipeDetector
 
-        mediapipe = MediaPipeDetector(hand=settings.hand)
-        return lambda image, camera: mediapipe(image)
-    if settings.weights is None:
-        raise HandannoError("--detector cpm needs --weights CKPT (train one with `handanno train cpm` or `unet`)")
+        return MediaPipeDetector(hand=settings.hand)
     from handanno.annotate.detect_cpm import CPMDetector, HandTracker
+    from handanno.models.checkpoints import shipped_detector_weights
 
+    weights = settings.weights if settings.weights is not None else shipped_detector_weights()
+    if weights is None:
+        raise HandannoError("--detector cpm needs --weights CKPT (train one with `handanno train cpm` or `unet`): "
+                            "this install has no shipped network")  # fmt: skip
     device = resolve_device(settings.device)
     flip = True if settings.flip_test else None  # off: as the checkpoint says
-    return HandTracker(CPMDetector.from_checkpoint(settings.weights, device, flip_test=flip))
+    return HandTracker(CPMDetector.from_checkpoint(weights, device, flip_test=flip))
+
+
+def make_box_detector(settings: DetectSettings, shared: object | None = None) -> BoxDetector:
+    """The :data:`BoxDetector` of ``settings.detector`` (``cpm`` or ``mediapipe``).
+
+    Args:
+        settings: which detector.
+        shared: a detector :func:`make_detector` made for the same settings; when it can
+            detect in a box (``detect_in_box``: the CPM's tracker, MediaPipe) it is reused, so
+            the network or MediaPipe's graph is loaded once.
+    """
+    det = shared if callable(getattr(shared, "detect_in_box", None)) else make_detector(settings)
+    return det.detect_in_box  # type: ignore[attr-defined]
+
+
+class RunDetectors:
+    """A run's detectors, each made once, when first asked for (MediaPipe takes seconds to start).
+
+    The box detector shares the view detector's model (:func:`make_box_detector`).
+    """
+
+    def __init__(self, settings: DetectSettings):
+        self.settings = settings
+        self._views: Detector | None = None
+        self._in_box: BoxDetector | None = None
+
+    def views(self) -> Detector:
+        """The :data:`Detector` (:func:`make_detector`)."""
+        if self._views is None:
+            self._views = make_detector(self.settings)
+        return self._views
+
+    def in_box(self) -> BoxDetector:
+        """The :data:`BoxDetector` (:func:`make_box_detector`)."""
+        if self._in_box is None:
+            self._in_box = make_box_detector(self.settings, self.views())
+        return self._in_box

@@ -120,6 +120,17 @@ class CPMDetector:
             out[sl, :, 2] = conf.cpu().double().numpy()
         return out
 
+    def detect_in_box(self, image_bgr: np.ndarray, box: np.ndarray, refine_iters: int = 1) -> np.ndarray:
+        """``(21, 3)`` ``[u, v, conf]`` keypoints of the hand expected in ``box``, full-image pixels.
+
+        One crop framed on ``box`` (``[x0, y0, x1, y1]``, the hand's tight box, e.g. a fit's
+        projection), then ``refine_iters`` crops framed on the previous pass's keypoints.
+        """
+        kp = self.detect([image_bgr], np.asarray(box, np.float64).reshape(1, 4))[0]
+        for _ in range(refine_iters):
+            kp = self.detect([image_bgr], aug.keypoint_box(kp)[None])[0]
+        return kp
+
 
 # --------------------------------------------------------------------------- finding and tracking the hand
 
@@ -237,3 +248,14 @@ class HandTracker:
             return None
         self._last_box[camera] = aug.keypoint_box(kp)
         return kp
+
+    def detect_in_box(self, image: np.ndarray, box: np.ndarray) -> np.ndarray | None:
+        """A :data:`handanno.annotate.detect.BoxDetector`: the hand expected in ``box``, or None if not found.
+
+        Detects in ``box`` (``[x0, y0, x1, y1]`` pixels), refines once around the result
+        (as :meth:`CPMDetector.detect_in_box`); None when the mean confidence is under
+        ``min_mean_conf``. No search, and the per-camera tracking is left as it was.
+        """
+        kp = self.detector.detect([image], np.asarray(box, np.float64).reshape(1, 4))[0]
+        kp = self.detector.detect([image], aug.keypoint_box(kp)[None])[0]
+        return None if kp[:, 2].mean() < self.settings.min_mean_conf else kp

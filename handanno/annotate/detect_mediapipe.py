@@ -60,12 +60,17 @@ class MediaPipeSettings:
             ``min_tracking_confidence``, which also gates static images).
         model_complexity: 0 (lite) or 1 (full) landmark model; both ship in the wheel.
         max_num_hands: hands MediaPipe looks for; the one of the wanted side is chosen.
+        box_crop_scale: :meth:`MediaPipeDetector.detect_in_box` crops a square of this many
+            times the box's longer side around it (MediaPipe's palm detector wants some context).
+        box_crop_px: ... and resizes it to this side, so the hand is large for MediaPipe.
     """
 
     min_detection_conf: float = 0.3
     min_presence_conf: float = 0.3
     model_complexity: int = 1
     max_num_hands: int = 2
+    box_crop_scale: float = 2.0
+    box_crop_px: int = 320
 
 
 def hand_side_from_label(label: str) -> str:
@@ -198,8 +203,12 @@ class MediaPipeDetector:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    def __call__(self, image_bgr: np.ndarray) -> np.ndarray | None:
-        """Keypoints ``(21, 3)`` ``[u, v, conf]`` of the chosen hand, or None when no hand is found."""
+    def __call__(self, image_bgr: np.ndarray, camera: str = "") -> np.ndarray | None:
+        """Keypoints ``(21, 3)`` ``[u, v, conf]`` of the chosen hand, or None when no hand is found.
+
+        ``camera`` is not used (every image on its own): the detector is a
+        :data:`handanno.annotate.detect.Detector` as it is.
+        """
         if not self._finalizer.alive:
             raise HandannoError("this MediaPipeDetector was closed; make a new one")
         check_shape(image_bgr, ("H", "W", 3), "image_bgr")
@@ -219,3 +228,40 @@ class MediaPipeDetector:
             log.debug("MediaPipe found no %s hand; using a %s-labelled detection", self.hand, labels[i])
         xy = np.array([[lm.x, lm.y] for lm in result.multi_hand_landmarks[i].landmark], np.float64)  # (21, 2)
         return landmarks_to_keypoints(xy, (W, H), scores[i])
+
+    def detect_in_box(self, image_bgr: np.ndarray, box: np.ndarray) -> np.ndarray | None:
+        """A :data:`handanno.annotate.detect.BoxDetector`: the hand expected in ``box``, or None if not found.
+
+        Cuts a square of ``box_crop_scale`` times the box's longer side around the box's
+        centre (black where it leaves the image), resizes it to ``box_crop_px`` pixels so a
+        hand that is small in the image is large for MediaPipe, runs MediaPipe on it and maps
+        the keypoints back to full-image pixels (conf 0 for those outside the image).
+
+        Args:
+            image_bgr: ``(H, W, 3)`` BGR uint8.
+            box: ``(4,)`` ``[x0, y0, x1, y1]`` pixels, the hand's expected tight box.
+
+        Returns:
+            ``(21, 3)`` ``[u, v, conf]`` full-image pixels, or None.
+        """
+        check_shape(image_bgr, ("H", "W", 3), "image_bgr")
+        b = np.asarray(box, np.float64).reshape(4)
+        if not np.all(np.isfinite(b)):
+            raise HandannoError(f"box must be finite, got {b.tolist()}")
+        H, W, _ = image_bgr.shape
+        S = int(self.settings.box_crop_px)
+        side = self.settings.box_crop_scale * max(b[2] - b[0], b[3] - b[1], 8.0)
+        centre = (b[:2] + b[2:]) / 2.0
+        # crop pixel (i, j) centre <- image point centre + (i - (S - 1) / 2) * side / S (pixel centres, both)
+        zoom = S / side
+        A = np.array([[zoom, 0.0, (S - 1) / 2.0 - zoom * centre[0]], [0.0, zoom, (S - 1) / 2.0 - zoom * centre[1]]])
+        crop = cv2.warpAffine(np.ascontiguousarray(image_bgr), A, (S, S), flags=cv2.INTER_LINEAR,
+                              borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0))  # fmt: skip
+        kp = self(crop)
+        if kp is None:
+            return None
+        out = kp.copy()
+        out[:, :2] = (kp[:, :2] - A[:, 2]) / zoom  # crop pixels -> image pixels
+        inside = (out[:, 0] >= -0.5) & (out[:, 0] <= W - 0.5) & (out[:, 1] >= -0.5) & (out[:, 1] <= H - 0.5)
+        out[~inside, 2] = 0.0
+        return out

@@ -25,6 +25,7 @@ import logging
 import os
 import shutil
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -56,6 +57,10 @@ CROP_SIZE = 224
 MIN_INSIDE_FRACTION = 0.8  # a view is exported only if this share of its keypoints is in the image
 _SOURCE_MARKER = ".handanno_export_source"  # in the partial export only: what it is made from
 LABELS_MARKER = ".handanno_labels"  # in every labels folder handanno writes: it may replace that folder
+
+
+Visibility = Callable[[Camera, np.ndarray, np.ndarray], np.ndarray]
+"""``visibility(camera, joints_world (21, 3), vertices_world (V, 3)) -> (21,) bool``: keypoints the view sees."""
 
 
 def undistorted_crop_maps(camera: Camera, K_crop: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
@@ -227,6 +232,7 @@ def export_session(
     out_dir: Path | None = None,
     only_accepted: bool = True,
     progress: bool = True,
+    visibility: Visibility | None = None,
 ) -> int:
     """Bring ``labels/`` up to date with ``fits/`` (or ``ground_truth/``); return the number of samples.
 
@@ -249,6 +255,9 @@ def export_session(
         only_accepted: skip frames whose quality record is not accepted (ground truth is
             always accepted).
         progress: show a tqdm bar.
+        visibility: ``visibility(camera, joints_world (21, 3), vertices_world (V, 3)) -> (21,) bool``:
+            which keypoints each sample's view sees; stored per sample (index.json ``"visible"``)
+            so that trainers leave the others out. None stores nothing.
     """
     if source not in ("fits", "ground_truth"):
         raise HandannoError(f"export source must be fits or ground_truth, got {source!r}")
@@ -269,7 +278,7 @@ def export_session(
     keep = [i for i, e in enumerate(old.index) if wanted.get(e["frame"]) == e.get("source_record")] if old else []
     kept_frames = {old.index[i]["frame"] for i in keep} if old else set()
     partial = out_dir.with_name(f".{out_dir.name}.handanno-partial")
-    marker = f"{source} only_accepted={only_accepted}"
+    marker = f"{source} only_accepted={only_accepted}" + (" visibility" if visibility is not None else "")
     stale = _stale_partial(partial, marker, wanted)
     if stale:
         log.info("%s: %s; starting the export again", partial, stale)
@@ -300,7 +309,8 @@ def export_session(
                     continue
                 sample = _sample(session, cam, frame, rec, joints_w, verts_w, faces, quality, mask_folder)
                 if sample is not None:
-                    writer.add(dataclasses.replace(sample, source_record=rid))
+                    vis = None if visibility is None else visibility(cam, joints_w, verts_w)
+                    writer.add(dataclasses.replace(sample, source_record=rid, visible=vis))
     (partial / _SOURCE_MARKER).unlink()
     made_from = {"source": source, "session": str(session.root), "records": wanted}
     (partial / LABELS_MARKER).write_text(json.dumps(made_from))

@@ -11,7 +11,10 @@ keypoints or masks and an interrupted run resumes:
                                                        meshes (in memory to the next step), then the
                                                        silhouette fit (keypoints and masks together)
 4. quality      :mod:`~handanno.annotate.quality`      fits/<frame>.json with its acceptance checks
-5. export       :mod:`~handanno.annotate.export_freihand`  labels/ (FreiHAND layout, accepted frames only)
+5. re-detect    :mod:`~handanno.annotate.redetect`     keypoints2d/ again where the fit says the detector missed
+                                                       or misread the hand (cpm, mediapipe), those frames fitted
+                                                       once more (steps 2-4)
+6. export       :mod:`~handanno.annotate.export_freihand`  labels/ (FreiHAND layout, accepted frames only)
 
 ``report.json`` in the session sums it up (per-frame quality, skipped frames with reasons,
 timings, and, for synthetic sessions with ``ground_truth/``, the accuracy).
@@ -21,17 +24,26 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
 from handanno.annotate import grabcut
-from handanno.annotate.detect import DETECTORS, DetectSettings, run_detect
+from handanno.annotate.detect import DETECTORS, DetectSettings, RunDetectors, run_detect
 from handanno.annotate.fit import finite_frames, fit_frames
 from handanno.annotate.fit_mano import FitResult, FitSettings
 from handanno.annotate.quality import AcceptSettings, evaluate_against_ground_truth, frame_quality, frame_summary
+from handanno.annotate.redetect import (
+    RedetectSettings,
+    agreeing_keypoints,
+    fit_boxes,
+    hand_found,
+    project_fits,
+    replaces,
+    views_to_redetect,
+)
 from handanno.annotate.segment import Masks, load_masks, segment_from_fit
 from handanno.annotate.session_io import (
     Session,
@@ -41,9 +53,10 @@ from handanno.annotate.session_io import (
     open_session,
     read_session_keypoints,
     readable_fit,
+    write_keypoints_file,
 )
 from handanno.annotate.triangulate import Triangulated, triangulate_frames
-from handanno.data.files_io import write_json
+from handanno.data.files_io import read_image, write_json
 from handanno.data.lock_io import FolderLock
 from handanno.device import resolve_device
 from handanno.errors import HandannoError
@@ -52,7 +65,8 @@ from handanno.handmodel.model_io import load_hand_model
 
 log = logging.getLogger(__name__)
 
-__all__ = ["DETECTORS", "AcceptSettings", "PipelineReport", "PipelineSettings", "found_inputs", "run_pipeline"]
+__all__ = ["DETECTORS", "AcceptSettings", "PipelineReport", "PipelineSettings", "RedetectSettings", "found_inputs",
+           "run_pipeline"]  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -77,6 +91,8 @@ class PipelineSettings:
     fit: FitSettings = field(default_factory=FitSettings)
     accept: AcceptSettings = field(default_factory=AcceptSettings)
     grabcut: grabcut.GrabCutSettings = field(default_factory=grabcut.GrabCutSettings)
+    redetect: bool = True  # look again where the fit says the detector missed the hand (not with "given")
+    redetection: RedetectSettings = field(default_factory=RedetectSettings)
     progress: bool = True
 
     def detect_settings(self) -> DetectSettings:
@@ -99,6 +115,12 @@ class PipelineReport:
     report_path: Path
     inputs_found: dict[str, int] = field(default_factory=dict)  # see found_inputs
     notes: tuple[str, ...] = ()  # damaged images, ignored keypoints, ... (also in report.json)
+    # views of this run's fitted frames (views_total) with the hand (RedetectSettings.min_keypoints confident
+    # keypoints), before and after re-detection, and the views whose keypoint file re-detection rewrote
+    views_total: int = 0
+    views_found_before: int = 0
+    views_found_after: int = 0
+    views_redetected: int = 0
 
 
 def _bar(it, settings: PipelineSettings, desc: str, total: int | None = None):
@@ -134,7 +156,7 @@ def found_inputs(session: Session) -> dict[str, int]:
 # the whole run
 # ----------------------------------------------------------------------------------------
 def run_pipeline(settings: PipelineSettings) -> PipelineReport:
-    """Run detect → triangulate → segment → fit → export on a session folder.
+    """Run detect → triangulate → segment → fit → re-detect → export on a session folder.
 
     The session is locked for the run (:class:`handanno.data.lock_io.FolderLock`): a second
     run on the same session stops at once with a message naming this one.
@@ -167,52 +189,42 @@ def _run_pipeline(settings: PipelineSettings) -> PipelineReport:
     if found["masks_given"] or found["keypoints_given"]:
         log.info("using what the session holds: %d keypoint file(s) and %d mask(s) not made by handanno",
                  found["keypoints_given"], found["masks_given"])  # fmt: skip
-    run_detect(session, settings.detect_settings())
+    detectors = RunDetectors(settings.detect_settings())  # made once, when first needed (MediaPipe is slow to start)
+    run_detect(session, settings.detect_settings(), detectors)
     t = lap("detect", t)
     input_notes: list[str] = []
     kp_all = read_session_keypoints(session, notes=input_notes)
     t = lap("read", t)
 
     skipped, todo = _frames_to_fit(session, kp_all, settings)
-    betas = None if settings.force else _existing_betas(session)
-    batch = settings.batch_frames or (1024 if device.type == "cuda" else 64)
-    faces_np = layer.faces.cpu().numpy()
-    records: dict[str, dict] = {}  # this run's fits, kept for the report
-    for start in _bar(range(0, len(todo), batch), settings, "fit", total=(len(todo) + batch - 1) // batch):
-        sel = todo[start : start + batch]
-        frames = [session.frames[b] for b in sel]
-        kp = kp_all[sel]
-        # 2. triangulate
-        tri = triangulate_frames(session.rig, kp, settings.min_keypoint_conf, settings.triangulation_max_px)
-        t = lap("triangulate", t)
-        # 3. fit to the keypoints, segment seeded by that fit, fit to keypoints and silhouettes
-        per_frame = []  # (row in the batch, its fit, its row in that fit, its masks)
-        res, masks = fit_and_segment(layer, session, frames, np.asarray(sel), kp, tri, betas, settings, timings)
-        finite = finite_frames(res)
-        if betas is None and finite.all():
-            betas = res.betas
-        per_frame += [(i, res, i, masks[i]) for i in np.flatnonzero(finite)]
-        for i in np.flatnonzero(~finite):  # diverged (NaN poisons the shape a batch shares): refit alone
-            one = slice(i, i + 1)
-            res_i, masks_i = fit_and_segment(layer, session, frames[one], np.asarray(sel[one]), kp[one],
-                                             tri.select(one), betas, settings)  # fmt: skip
-            if finite_frames(res_i)[0]:
-                per_frame.append((int(i), res_i, 0, masks_i[0]))
-                continue
-            skipped[frames[i]] = "the fit diverged (NaN or inf), also when fitted alone; check its keypoints and masks"
-            log.warning("frame %s skipped: %s", frames[i], skipped[frames[i]])
-        t = time.perf_counter()
-        # 4. quality, and the fit's record
-        for i, r, row, frame_masks in sorted(per_frame, key=lambda x: x[0]):
-            q = frame_quality(r.joints[row], r.vertices[row], faces_np, session.rig, kp[i], frame_masks,
-                              settings.accept, settings.min_keypoint_conf, settings.triangulation_max_px,
-                              tri.joints3d[i], r.pose[row], layer)  # fmt: skip
-            rec = fit_record(settings.hand, model.name, r.pose[row], r.betas, r.trans[row], r.joints[row], q)
-            write_json(session.fit_path(frames[i]), rec)
-            records[frames[i]] = rec
-        t = lap("quality+write", t)
+    fitter = _Fitter(session, settings, layer, model.name, timings, skipped,
+                     None if settings.force else _existing_betas(session))  # fmt: skip
+    views = {"total": 0, "found_before": 0, "found_after": 0, "redetected": 0}
 
-    # 5. export
+    def views_found(frame_index: np.ndarray) -> int:
+        return int(hand_found(kp_all[frame_index], settings.redetection, settings.min_keypoint_conf).sum())
+
+    batch = settings.batch_frames or (1024 if device.type == "cuda" else 64)
+    for start in _bar(range(0, len(todo), batch), settings, "fit", total=(len(todo) + batch - 1) // batch):
+        # 2-4. triangulate, fit (+ segment), quality and the fit's record
+        joints = fitter.fit(np.asarray(todo[start : start + batch]), kp_all)  # {frame index: fitted joints}
+        fitted = np.array(sorted(joints), dtype=int)
+        views["total"] += len(fitted) * len(session.cameras)
+        views["found_before"] += views_found(fitted)
+        # 5. re-detect where the fit says the detector missed or misread the hand; fit those frames once more
+        if settings.redetect and settings.detector != "given" and len(fitted):
+            t = time.perf_counter()
+            redone = redetect_views(session, fitted, kp_all, np.stack([joints[b] for b in fitted]), detectors,
+                                    settings)  # fmt: skip
+            lap("redetect", t)
+            views["redetected"] += int(redone.sum())
+            if redone.any():
+                fitter.fit(fitted[redone.any(axis=1)], kp_all, refit=True)
+        views["found_after"] += views_found(fitted)
+    records = fitter.records  # this run's fits, kept for the report
+    t = time.perf_counter()
+
+    # 6. export
     labels_written = 0
     if settings.export:
         from handanno.annotate.export_freihand import export_session, export_up_to_date
@@ -240,7 +252,9 @@ def _run_pipeline(settings: PipelineSettings) -> PipelineReport:
         frames_total=len(session.frames), frames_fitted=len(records), frames_accepted=accepted, skipped=skipped,
         timings_s={k: round(v, 3) for k, v in timings.items()}, labels_written=labels_written,
         accuracy=accuracy, report_path=session.report_path, inputs_found=found,
-        notes=tuple(session.skipped) + tuple(input_notes),
+        notes=tuple(session.skipped) + tuple(input_notes), views_total=views["total"],
+        views_found_before=views["found_before"], views_found_after=views["found_after"],
+        views_redetected=views["redetected"],
     )  # fmt: skip
     write_json(session.report_path, {**asdict(report), "report_path": str(session.report_path),
                                      "session_notes": list(report.notes), "frames": summaries,
@@ -265,6 +279,118 @@ def _frames_to_fit(
     for f, why in skipped.items():
         log.warning("frame %s skipped: %s", f, why)
     return skipped, todo
+
+
+class _Fitter:
+    """Steps 2-4 for batches of frames, and what the batches share: the session's shape, the records written."""
+
+    def __init__(self, session: Session, settings: PipelineSettings, layer: ManoLayer, model_name: str,
+                 timings: dict[str, float], skipped: dict[str, str], betas: np.ndarray | None):  # fmt: skip
+        self.session, self.settings, self.layer, self.model_name = session, settings, layer, model_name
+        self.timings, self.skipped, self.betas = timings, skipped, betas
+        self.faces = layer.faces.cpu().numpy()
+        self.records: dict[str, dict] = {}  # {frame: its fit record}
+
+    def _lap(self, name: str, t0: float) -> float:
+        now = time.perf_counter()
+        self.timings[name] = self.timings.get(name, 0.0) + now - t0
+        return now
+
+    def fit(self, sel: np.ndarray, kp_all: np.ndarray, refit: bool = False) -> dict[int, np.ndarray]:
+        """Triangulate, fit (+ segment) and judge the frames ``sel``; write their fit records.
+
+        A frame whose fit diverges is fitted alone; if that diverges too it is skipped with a
+        reason (a ``refit`` keeps the frame's first fit instead). A ``refit`` (after
+        re-detection) makes the masks handanno made for these frames again, seeded by the new fit.
+
+        Args:
+            sel: ``(B,)`` int, the frames' indices in the session.
+            kp_all: ``(N, C, 21, 3)`` keypoints of all the session's frames.
+            refit: these frames were fitted already in this run.
+
+        Returns:
+            ``{frame index: (21, 3) fitted joints, world metres}`` of the frames fitted.
+        """
+        s, session = self.settings, self.session
+        frames, kp = [session.frames[b] for b in sel], kp_all[sel]
+        t = time.perf_counter()
+        tri = triangulate_frames(session.rig, kp, s.min_keypoint_conf, s.triangulation_max_px)
+        self._lap("triangulate", t)
+        fs = replace(s, force=True) if refit else s
+        per_frame = []  # (row in the batch, its fit, its row in that fit, its masks)
+        res, masks = fit_and_segment(self.layer, session, frames, sel, kp, tri, self.betas, fs, self.timings)
+        finite = finite_frames(res)
+        if self.betas is None and finite.all():
+            self.betas = res.betas
+        per_frame += [(i, res, i, masks[i]) for i in np.flatnonzero(finite)]
+        for i in np.flatnonzero(~finite):  # diverged (NaN poisons the shape a batch shares): refit alone
+            one = slice(i, i + 1)
+            res_i, masks_i = fit_and_segment(self.layer, session, frames[one], sel[one], kp[one], tri.select(one),
+                                             self.betas, fs)  # fmt: skip
+            if finite_frames(res_i)[0]:
+                per_frame.append((int(i), res_i, 0, masks_i[0]))
+            elif refit:
+                log.warning("frame %s: its fit after re-detection diverged; it keeps its first fit", frames[i])
+            else:
+                self.skipped[frames[i]] = ("the fit diverged (NaN or inf), also when fitted alone; check its "
+                                           "keypoints and masks")  # fmt: skip
+                log.warning("frame %s skipped: %s", frames[i], self.skipped[frames[i]])
+        t = time.perf_counter()
+        fitted = {}
+        for i, r, row, frame_masks in sorted(per_frame, key=lambda x: x[0]):
+            q = frame_quality(r.joints[row], r.vertices[row], self.faces, session.rig, kp[i], frame_masks,
+                              s.accept, s.min_keypoint_conf, s.triangulation_max_px, tri.joints3d[i], r.pose[row],
+                              self.layer)  # fmt: skip
+            rec = fit_record(s.hand, self.model_name, r.pose[row], r.betas, r.trans[row], r.joints[row], q)
+            write_json(session.fit_path(frames[i]), rec)
+            self.records[frames[i]] = rec
+            fitted[int(sel[i])] = r.joints[row]
+        self._lap("quality+write", t)
+        return fitted
+
+
+def redetect_views(
+    session: Session, sel: np.ndarray, kp_all: np.ndarray, joints: np.ndarray, detectors: RunDetectors,
+    settings: PipelineSettings,
+) -> np.ndarray:
+    """Step 5: detect again, in a crop around the fit, the views where the fit says the detector missed the hand.
+
+    The views :func:`handanno.annotate.redetect.views_to_redetect` chooses, except those whose
+    keypoint file the user brought (only files handanno's detectors wrote, or none, are
+    written). A re-detection that :func:`~handanno.annotate.redetect.replaces` the old one is
+    written with its keypoints off the fit at conf 0, and put in ``kp_all``.
+
+    Args:
+        session: the session.
+        sel: ``(B,)`` int, the fitted frames' indices in the session.
+        kp_all: ``(N, C, 21, 3)`` keypoints of all the session's frames, updated in place.
+        joints: ``(B, 21, 3)`` the frames' fitted joints, world metres.
+        detectors: the run's detectors (the box detector is made when first needed).
+        settings: ``redetection`` and ``min_keypoint_conf``.
+
+    Returns:
+        ``(B, C)`` bool: the views whose keypoints were replaced.
+    """
+    rs, min_conf = settings.redetection, settings.min_keypoint_conf
+    proj, in_front = project_fits(joints, session.rig)  # (B, C, 21, 2), (B, C)
+    sizes = np.array([cam.image_size for cam in session.rig], np.float64)
+    todo = views_to_redetect(kp_all[sel], proj, in_front, sizes, rs, min_conf)
+    boxes = fit_boxes(proj)  # (B, C, 4)
+    redone = np.zeros(todo.shape, bool)
+    for b, c in zip(*np.nonzero(todo), strict=True):
+        cam, frame = session.cameras[c], session.frames[sel[b]]
+        path = session.keypoints_path(cam, frame)
+        if (cam, frame) in session.bad_views or path.is_file() and not keypoints_made_by_handanno(path):
+            continue  # a damaged image; a file the user brought
+        new = detectors.in_box()(read_image(session.images[(cam, frame)]), boxes[b, c])
+        if new is None or not replaces(new, kp_all[sel[b], c], proj[b, c], rs, min_conf):
+            continue
+        kept = agreeing_keypoints(new, proj[b, c], rs, min_conf)
+        write_keypoints_file(path, kept, settings.detector)
+        kp_all[sel[b], c] = kept
+        redone[b, c] = True
+    log.info("re-detection: %d of %d view(s) chosen were replaced", int(redone.sum()), int(todo.sum()))
+    return redone
 
 
 def fit_and_segment(

@@ -15,7 +15,9 @@ Convention:
       the crop's intrinsics; ``side`` 0 = right, 1 = left; ``mano`` ``(61,)`` FreiHAND MANO
       numbers for the crop (``uv_root`` in crop pixels) or zeros with ``has_mano`` False;
       ``verts`` ``(778, 3)`` metres or zeros with ``has_verts`` False; ``crop_to_image``
-      ``(2, 3)`` affine from crop pixels back to the label image's pixels; ``index``.
+      ``(2, 3)`` affine from crop pixels back to the label image's pixels; ``index``;
+      ``vis`` ``(21,)`` 1.0 for keypoints to train on, 0.0 for those the labels mark as not
+      seen (hidden by the hand or outside the image: index.json ``"visible"``).
     - The crop is centred on the bounding box of the projected keypoints, with side
       ``crop_pad`` times the box's larger side (then jittered when augmenting).
     - Label images are right hands (FreiHAND); a flip makes a left hand and sets ``side``.
@@ -38,6 +40,7 @@ import torch
 from handanno.data import augment as aug
 from handanno.data.conventions import (
     NUM_BETAS,
+    NUM_JOINTS,
     NUM_MANO_PARAMS_FREIHAND,
     NUM_POSE,
     NUM_VERTS,
@@ -116,6 +119,7 @@ class _Folder:
     images: list[Path]  # V * N image files for V image versions; image i has labels i % N
     masks: list[Path] | None  # N mask files, or None
     groups: np.ndarray  # (N,) int64: samples of one capture instant (frame) share a group id
+    visible: np.ndarray  # (N, 21) bool: keypoints to train on (index.json "visible"; all True without it)
 
 
 def _load_folder(root: Path, split: str, versions: Sequence[str], load_verts: bool, need_images: bool) -> _Folder:
@@ -144,11 +148,19 @@ def _load_folder(root: Path, split: str, versions: Sequence[str], load_verts: bo
                 images += list(read_freihand(root, split, version=v, check_images=need_images).image_paths)
     masks = list(labels.mask_paths) if labels.mask_paths is not None else None
     groups = np.arange(N, dtype=np.int64)
+    visible = np.ones((N, NUM_JOINTS), bool)
+    if labels.index is not None:
+        for i, e in enumerate(labels.index):
+            if "visible" in e:
+                v = np.asarray(e["visible"], bool)
+                if v.shape != (NUM_JOINTS,):
+                    raise HandannoError(f"{root / 'index.json'}: sample {i}: 'visible' must hold {NUM_JOINTS} flags")
+                visible[i] = v
     if labels.index is not None:  # handanno labels: the cameras of one frame show the same pose
         frames = [str(e.get("frame", i)) for i, e in enumerate(labels.index)]
         _, groups = np.unique(np.array(frames), return_inverse=True)
     return _Folder(root=root, K=K, xyz=xyz, mano=labels.mano, verts=verts, side=side, images=images, masks=masks,
-                   groups=groups.astype(np.int64))  # fmt: skip
+                   groups=groups.astype(np.int64), visible=visible)  # fmt: skip
 
 
 class HandCropDataset(torch.utils.data.Dataset):
@@ -286,6 +298,7 @@ class HandCropDataset(torch.utils.data.Dataset):
             "side": torch.tensor(int(folder.side[li]) ^ int(flip), dtype=torch.long),
             "crop_to_image": torch.from_numpy(t.A_inv.astype(np.float32)),
             "index": torch.tensor(g, dtype=torch.long),
+            "vis": torch.from_numpy(folder.visible[li].astype(np.float32)),
         }
 
         mano = np.zeros(NUM_MANO_PARAMS_FREIHAND)

@@ -10,6 +10,7 @@ Layout (DESIGN.md, "labels/"), ``S`` = 224::
     training_scale.json       list of |xyz[9] - xyz[10]|, metres
     training_mano.json        list of [[61 numbers]] (see ``handanno.data.freihand``)
     index.json                handanno only: per sample {"id", "frame", "camera", "hand", "quality"}
+                              (and "visible": 21 flags, where the exporter was given visibility)
     model.json                handanno only: {"name", "is_mano", ...} of the hand model used
 
 The official download also has ``evaluation_*.json`` and ``evaluation/rgb/%08d.jpg`` (3960
@@ -85,6 +86,9 @@ class FreiHANDSample:
         camera: the camera name.
         hand: ``"right"`` or ``"left"``.
         quality: the fit's quality record (JSON-ready), stored in ``index.json``.
+        visible: ``(21,)`` bool, which keypoints are seen in the view (inside the image and
+            not hidden by the hand itself), stored in ``index.json`` as ``"visible"``; None
+            when unknown (trainers then use every keypoint).
     """
 
     rgb: np.ndarray
@@ -98,6 +102,7 @@ class FreiHANDSample:
     hand: str = "right"
     quality: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     source_record: str | None = None
+    visible: np.ndarray | None = None
 
 
 def _link_or_copy(src: Path, dst: Path) -> None:
@@ -321,6 +326,12 @@ class FreiHANDWriter:
         index = {"id": idx, "frame": key[0], "camera": key[1], "hand": key[2], "quality": dict(sample.quality)}
         if sample.source_record is not None:
             index["source_record"] = sample.source_record
+        if sample.visible is not None:
+            vis = np.asarray(sample.visible, bool).reshape(-1)
+            if vis.shape != (NUM_JOINTS,):
+                raise HandannoError(f"{self.root}: frame {key[0]!r} camera {key[1]!r}: visible must hold "
+                                    f"{NUM_JOINTS} flags, got {vis.shape}")  # fmt: skip
+            index["visible"] = vis.tolist()
         return self._append(index, arr)
 
     def adopt(self, labels: FreiHANDLabels, i: int) -> int:

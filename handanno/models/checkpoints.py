@@ -248,3 +248,10 @@ def load_task(
     return task, ckpt
 
 
+SHIPPED_DETECTOR = Path(__file__).resolve().parents[1] / "assets" / "detector_unet.pt"
+"""The heatmap network shipped with handanno (trained on ``handanno synth`` captures; docs/performance.md)."""
+
+
+def shipped_detector_weights() -> Path | None:
+    """:data:`SHIPPED_DETECTOR` where the install has it, else None."""
+    return SHIPPED_DETECTOR if SHIPPED_DETECTOR.is_file() else None

@@ -352,22 +352,37 @@ def weighted_adaptive_wing_loss(
     return _WeightedAdaptiveWingMean.apply(pred, target.detach(), weight.detach(), alpha, omega, epsilon, theta)
 
 
-def heatmap_loss(pred: torch.Tensor, target: torch.Tensor, kind: str = "awing") -> torch.Tensor:
+def heatmap_loss(
+    pred: torch.Tensor, target: torch.Tensor, kind: str = "awing", joint_weight: torch.Tensor | None = None
+) -> torch.Tensor:
     """Mean heatmap loss over all pixels: ``"awing"`` (weighted Adaptive Wing) or ``"mse"``.
 
     Args:
         pred: ``(B, J, H, W)`` predictions.
         target: ``(B, J, H, W)`` rendered targets (:func:`render_gaussian_heatmaps`).
         kind: ``"awing"`` or ``"mse"``.
+        joint_weight: ``(B, J)`` weight of each map (0 leaves a keypoint out: one the labels
+            mark as not seen); None weighs all 1.
 
     Returns:
         scalar loss.
+
+    Example:
+        >>> t = render_gaussian_heatmaps(torch.tensor([[[5.0, 6.0], [3.0, 3.0]]]), (16, 16), sigma=2.0)
+        >>> p = torch.zeros_like(t)
+        >>> w = torch.tensor([[1.0, 0.0]])
+        >>> bool(torch.isclose(heatmap_loss(p, t, "mse", w), F.mse_loss(p[:, :1], t[:, :1]) / 2))
+        True
     """
     check_shape(pred, tuple(target.shape), "pred")
+    w = None
+    if joint_weight is not None:
+        check_shape(joint_weight, tuple(pred.shape[:2]), "joint_weight")
+        w = joint_weight.to(pred.dtype)[:, :, None, None]
     if kind == "mse":
-        return F.mse_loss(pred, target)
+        return F.mse_loss(pred, target) if w is None else ((pred - target) ** 2 * w).mean()
     if kind == "awing":
-        return weighted_adaptive_wing_loss(pred, target)
+        return weighted_adaptive_wing_loss(pred, target, None if w is None else awing_weight_map(target) * w)
     raise HandannoError(f"unknown heatmap loss {kind!r}; use awing or mse")
 
 

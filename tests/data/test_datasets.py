@@ -41,6 +41,7 @@ def test_sample_layout_and_label_consistency(official, with_mano):
         "side": (),
         "crop_to_image": (2, 3),
         "index": (),
+        "vis": (21,),
         "mano": (61,),
         "has_mano": (),
         "verts": (778, 3),
@@ -48,6 +49,7 @@ def test_sample_layout_and_label_consistency(official, with_mano):
         "image": (3, 64, 64),
     }
     assert bool(s["has_mano"]) and not bool(ds[0]["has_mano"])
+    assert all(bool((ds[i]["vis"] == 1).all()) for i in range(len(ds)))  # no "visible" in the labels: train on all
     for i in range(len(ds)):
         s = ds[i]
         # rotation, zoom, shift, flip: the crop's K projects the crop's xyz onto the crop's uv (fx == fy here)
@@ -201,3 +203,27 @@ def test_bad_labels_name_file_and_index(official, tmp_path):
 
     with pytest.raises(HandannoError, match="not found"):
         HandCropDataset([tmp_path / "missing"], DataConfig())
+
+
+def test_keypoints_marked_not_visible_are_weighted_zero(with_mano, tmp_path):
+    """index.json "visible" (the bootstrap's labels) reaches the sample as ``vis``; the heatmap loss ignores those."""
+    from pathlib import Path
+
+    from handanno.models.heatmaps import heatmap_loss, render_gaussian_heatmaps
+
+    root = Path(shutil.copytree(with_mano, tmp_path / "labels"))
+    index = json.loads((root / "index.json").read_text())
+    index[1]["visible"] = [j not in (4, 8) for j in range(21)]
+    (root / "index.json").write_text(json.dumps(index))
+    ds = HandCropDataset([root], DataConfig(crop_size=64, augment=GEOMETRY_ONLY))
+    vis = ds[1]["vis"]
+    assert vis.tolist() == [0.0 if j in (4, 8) else 1.0 for j in range(21)] and bool((ds[0]["vis"] == 1).all())
+    target = render_gaussian_heatmaps(ds[1]["uv"][None] / 4, (16, 16), 1.0)
+    wrong = target.clone()
+    wrong[:, [4, 8]] = torch.roll(target[:, [4, 8]], 5, dims=-1)  # the hidden keypoints predicted elsewhere
+    assert float(heatmap_loss(wrong, target, "awing", vis[None])) == pytest.approx(0.0, abs=1e-7)
+    assert float(heatmap_loss(wrong, target, "awing")) > 1e-4
+    index[1]["visible"] = [True] * 20
+    (root / "index.json").write_text(json.dumps(index))
+    with pytest.raises(HandannoError, match="visible"):
+        HandCropDataset([root], DataConfig(crop_size=64))

@@ -203,7 +203,7 @@ class CPMTask(_HeatmapTask):
         self, outputs: list[torch.Tensor], batch: dict[str, torch.Tensor]
     ) -> tuple[torch.Tensor, dict[str, float]]:
         target = self.targets(batch)
-        parts = [heatmap_loss(o.float(), target, self.config.loss) for o in outputs]
+        parts = [heatmap_loss(o.float(), target, self.config.loss, batch.get("vis")) for o in outputs]
         total = torch.stack(parts).sum()
         return total, {f"stage{i + 1}": float(p.detach()) for i, p in enumerate(parts)}
 
@@ -220,7 +220,7 @@ class UNetTask(_HeatmapTask):
 
     @override
     def loss(self, outputs: torch.Tensor, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
-        total = heatmap_loss(outputs.float(), self.targets(batch), self.config.loss)
+        total = heatmap_loss(outputs.float(), self.targets(batch), self.config.loss, batch.get("vis"))
         return total, {self.config.loss: float(total.detach())}
 
 
