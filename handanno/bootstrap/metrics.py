@@ -122,3 +122,23 @@ def better(row: dict, best: dict) -> bool:
         return row["frames_accepted"] > best["frames_accepted"]
     a, b = row.get("consistency_px"), best.get("consistency_px")
     return a is not None and (b is None or a < 0.98 * b)
+
+
+def progressed(row: dict, earlier: list[dict]) -> bool:
+    """Whether a round improves on every earlier one in accepted frames or in multi-view consistency (by 2 %).
+
+    The loop goes on while rounds progress in either; the round the session ends with is
+    chosen apart (:func:`better`, among rounds no worse than round 0).
+
+    Example:
+        >>> rows = [{"frames_accepted": 20, "consistency_px": 3.9}]
+        >>> progressed({"frames_accepted": 19, "consistency_px": 3.0}, rows)
+        True
+        >>> progressed({"frames_accepted": 20, "consistency_px": 3.85}, rows)
+        False
+    """
+    if row["frames_accepted"] > max(r["frames_accepted"] for r in earlier):
+        return True
+    seen = [r["consistency_px"] for r in earlier if r.get("consistency_px") is not None]
+    a = row.get("consistency_px")
+    return a is not None and (not seen or a < 0.98 * min(seen))
