@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -208,3 +209,16 @@ def drawn_hand(w: int = 320, h: int = 240, size: float = 150.0, seed: int = 0):
 def draw_hand() -> Callable[..., tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """:func:`drawn_hand`, for tests of segmentation and detection."""
     return drawn_hand
+
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+"""The project's shared real test data (../shared/data beside the checkout)."""
+
+
+@pytest.fixture(scope="session")
+def charuco_dir() -> Path:
+    """OpenCV's ChArUco test photos (../shared/data/opencv_charuco); the test is skipped, saying so, without them."""
+    path = SHARED_DATA / "opencv_charuco"
+    if not (path / "choriginal.jpg").is_file():
+        pytest.skip(f"OpenCV ChArUco test images not found at {path}")
+    return path

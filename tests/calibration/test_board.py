@@ -23,10 +23,6 @@ from handanno.calibration.intrinsics import board_pose_pnp, rms_px
 from handanno.errors import HandannoError
 from handanno.synth.boards import SyntheticViewSettings, synthetic_detections
 
-DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "opencv_charuco"
-needs_data = pytest.mark.skipif(
-    not (DATA / "choriginal.jpg").is_file(), reason=f"OpenCV ChArUco test images not found at {DATA}"
-)
 # choriginal.jpg: 5x7 squares, DICT_6X6_250, square 0.04 m, marker 0.02 m (data README).
 REAL_SPEC = "charuco:5x7:0.04:0.02:DICT_6X6_250"
 
@@ -132,9 +128,8 @@ def test_canonical_order_reverses_a_reversed_grid():
 # ---------------------------------------------------------------------------- real images
 
 
-@needs_data
-def test_real_charuco_image_all_corners_found():
-    img = cv2.imread(str(DATA / "choriginal.jpg"))
+def test_real_charuco_image_all_corners_found(charuco_dir):
+    img = cv2.imread(str(charuco_dir / "choriginal.jpg"))
     det = detect_board(img, parse_board_spec(REAL_SPEC))
     assert det.image_size == (640, 480)
     assert det.markers_found == 17
@@ -142,12 +137,11 @@ def test_real_charuco_image_all_corners_found():
     np.testing.assert_array_equal(det.corner_ids, np.arange(24))
 
 
-@needs_data
-def test_real_charuco_pose_reprojects_under_one_pixel():
+def test_real_charuco_pose_reprojects_under_one_pixel(charuco_dir):
     """With the tutorial's intrinsics the board pose explains the 24 corners to < 1 px RMS."""
     spec = parse_board_spec(REAL_SPEC)
-    det = detect_board(cv2.imread(str(DATA / "choriginal.jpg")), spec)
-    K, dist = _read_opencv_intrinsics(DATA / "tutorial_camera_charuco.yml")
+    det = detect_board(cv2.imread(str(charuco_dir / "choriginal.jpg")), spec)
+    K, dist = _read_opencv_intrinsics(charuco_dir / "tutorial_camera_charuco.yml")
     R, t, err = board_pose_pnp(spec.object_points()[det.corner_ids], det.corners_px, K, dist)
     cam = Camera("real", K, dist, R, t, det.image_size)
     assert err == pytest.approx(rms_px(cam.project(spec.object_points()[det.corner_ids]) - det.corners_px))
@@ -156,31 +150,27 @@ def test_real_charuco_pose_reprojects_under_one_pixel():
     assert (R[:, 2] @ t) > 0  # its printed side faces the camera (board z points away)
 
 
-@needs_data
-def test_real_occluded_image_gives_a_subset():
+def test_real_occluded_image_gives_a_subset(charuco_dir):
     spec = parse_board_spec(REAL_SPEC)
-    det = detect_board(cv2.imread(str(DATA / "chocclusion.jpg")), spec)
+    det = detect_board(cv2.imread(str(charuco_dir / "chocclusion.jpg")), spec)
     assert 0 < det.num_corners < 24
     assert len(np.unique(det.corner_ids)) == det.num_corners and det.corner_ids.max() < 24
 
 
-@needs_data
-def test_real_image_with_the_tutorial_detector_params():
-    params = read_detector_params(str(DATA / "detector_params.yml"))
-    det = detect_board(cv2.imread(str(DATA / "choriginal.jpg")), parse_board_spec(REAL_SPEC), params)
+def test_real_image_with_the_tutorial_detector_params(charuco_dir):
+    params = read_detector_params(str(charuco_dir / "detector_params.yml"))
+    det = detect_board(cv2.imread(str(charuco_dir / "choriginal.jpg")), parse_board_spec(REAL_SPEC), params)
     assert det.num_corners == 24
 
 
-@needs_data
-def test_diagnose_wrong_dictionary_names_the_right_one():
-    img = cv2.imread(str(DATA / "choriginal.jpg"))
+def test_diagnose_wrong_dictionary_names_the_right_one(charuco_dir):
+    img = cv2.imread(str(charuco_dir / "choriginal.jpg"))
     msg = diagnose_board(img, parse_board_spec("charuco:5x7:0.04:0.02:DICT_4X4_50"))
     assert "no markers of DICT_4X4_50" in msg and "DICT_6X6" in msg
 
 
-@needs_data
-def test_diagnose_wrong_size_says_markers_matched_but_no_corners():
-    img = cv2.imread(str(DATA / "choriginal.jpg"))
+def test_diagnose_wrong_size_says_markers_matched_but_no_corners(charuco_dir):
+    img = cv2.imread(str(charuco_dir / "choriginal.jpg"))
     msg = diagnose_board(img, parse_board_spec("charuco:7x5:0.04:0.02:DICT_6X6_250"))
     assert "17 ArUco markers of DICT_6X6_250 were detected" in msg
     assert "no ChArUco corners" in msg and "charuco:5x7:0.04:0.02:DICT_6X6_250 finds 24 corners" in msg

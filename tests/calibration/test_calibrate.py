@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import shutil
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -28,12 +27,6 @@ from handanno.calibration.rig_io import read_rig, write_rig
 from handanno.cli import main
 from handanno.errors import HandannoError
 from handanno.synth.boards import BoardPoseSample, SyntheticViewSettings, random_board_poses, synthetic_detections
-
-DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "opencv_charuco"
-needs_data = pytest.mark.skipif(
-    not (DATA / "choriginal.jpg").is_file(), reason=f"OpenCV ChArUco test images not found at {DATA}"
-)
-
 
 # --------------------------------------------------------------------------------- helpers
 
@@ -316,19 +309,18 @@ def test_weak_coverage_and_outlier_camera_warnings():
 # ------------------------------------------------------------------------------ CLI, files
 
 
-@needs_data
-def test_cli_on_real_photos_with_given_intrinsics(tmp_path, caplog):
+def test_cli_on_real_photos_with_given_intrinsics(charuco_dir, tmp_path, caplog):
     """One real camera, two photos (one partly occluded) and an unreadable file; intrinsics held."""
     calib = tmp_path / "calib"
     (calib / "cam0").mkdir(parents=True)
-    shutil.copy(DATA / "choriginal.jpg", calib / "cam0" / "choriginal.jpg")
-    shutil.copy(DATA / "chocclusion.jpg", calib / "cam0" / "chocclusion.jpg")
+    shutil.copy(charuco_dir / "choriginal.jpg", calib / "cam0" / "choriginal.jpg")
+    shutil.copy(charuco_dir / "chocclusion.jpg", calib / "cam0" / "chocclusion.jpg")
     (calib / "cam0" / "broken.jpg").write_bytes(b"not a jpeg")
     out, report = tmp_path / "rig.json", tmp_path / "report"
     caplog.set_level(logging.WARNING)
     res = CliRunner().invoke(main, [
         "calibrate", str(calib), "--board", "charuco:5x7:0.04:0.02:DICT_6X6_250", "--out", str(out),
-        "--fix-intrinsics", str(DATA / "tutorial_camera_charuco.yml"), "--report", str(report)])  # fmt: skip
+        "--fix-intrinsics", str(charuco_dir / "tutorial_camera_charuco.yml"), "--report", str(report)])  # fmt: skip
     assert res.exit_code == 0, res.output
     assert "broken.jpg" in caplog.text and "skipping" in caplog.text
     rig = read_rig(out)
@@ -348,14 +340,13 @@ def test_cli_on_real_photos_with_given_intrinsics(tmp_path, caplog):
         assert img is not None and img.shape[0] > 300 and img.std() > 10
 
 
-@needs_data
-def test_cli_wrong_dictionary_names_camera_count_and_dictionary(tmp_path):
+def test_cli_wrong_dictionary_names_camera_count_and_dictionary(charuco_dir, tmp_path):
     calib = tmp_path / "calib"
     (calib / "cam0").mkdir(parents=True)
     (calib / "cam1").mkdir(parents=True)
     for cam in ("cam0", "cam1"):
-        shutil.copy(DATA / "choriginal.jpg", calib / cam / "a.jpg")
-        shutil.copy(DATA / "chocclusion.jpg", calib / cam / "b.jpg")
+        shutil.copy(charuco_dir / "choriginal.jpg", calib / cam / "a.jpg")
+        shutil.copy(charuco_dir / "chocclusion.jpg", calib / cam / "b.jpg")
     res = CliRunner().invoke(main, ["calibrate", str(calib), "--board", "charuco:5x7:0.04:0.02:DICT_4X4_50",
                                     "--out", str(tmp_path / "rig.json")])  # fmt: skip
     assert res.exit_code == 2

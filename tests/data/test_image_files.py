@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import cv2
 import numpy as np
 import pytest
@@ -11,8 +9,6 @@ import pytest
 from handanno.data.files_io import read_image
 from handanno.data.image_files import image_damage, image_size_from_header, png_source, png_with_source
 from handanno.errors import HandannoError
-
-CHARUCO = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "opencv_charuco"
 
 
 def _noise(h: int = 48, w: int = 64) -> np.ndarray:
@@ -27,10 +23,10 @@ def test_header_size_and_whole_files(tmp_path, suffix):
     assert image_damage(p) is None
 
 
-def test_real_photos_are_whole_with_their_true_size():
-    photos = sorted(CHARUCO.glob("*.jpg")) + sorted(CHARUCO.glob("*.png"))
+def test_real_photos_are_whole_with_their_true_size(charuco_dir):
+    photos = sorted(charuco_dir.glob("*.jpg")) + sorted(charuco_dir.glob("*.png"))
     if not photos:
-        pytest.skip(f"{CHARUCO} not found")
+        pytest.skip(f"{charuco_dir} holds no photos")
     for p in photos:
         img = cv2.imread(str(p))
         assert image_size_from_header(p) == (img.shape[1], img.shape[0]), p
