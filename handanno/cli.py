@@ -52,9 +52,9 @@ def rig_group() -> None:
 @rig_group.command("convert")
 @click.argument("src", type=click.Path(exists=True, path_type=str))
 @click.argument("dst", type=click.Path(path_type=str))
-@click.option("--from", "src_fmt", type=click.Choice(["rig", "anipose", "easymocap", "seed"]), default=None,
+@click.option("--from", "src_fmt", type=click.Choice(["rig", "anipose", "easymocap", "seed", "dat"]), default=None,
               help="Input format (default: from the path: .json rig.json, intrinsic.json seed, .toml Anipose, "
-                   ".yml EasyMocap, or what a folder holds).")
+                   ".yml EasyMocap, .dat a folder of c<i>.dat + rot_trans_c<i>.dat, or what a folder holds).")
 @click.option("--to", "dst_fmt", type=click.Choice(["rig", "anipose", "easymocap", "seed"]), default=None,
               help="Output format (default: from the path; needed when DST is a folder).")
 @click.option("--image-size", default=None, metavar="WxH",
@@ -63,8 +63,11 @@ def rig_group() -> None:
               help="Unit of the input's translations (Anipose/seed record none; default: the file's, else m).")
 @click.option("--out-units", type=click.Choice(["m", "cm", "mm"]), default="m", show_default=True,
               help="Unit of the output's translations (not for rig.json, always m).")
+@click.option("--scale", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Multiply every translation by this (after --in-units): for inputs in another unit, e.g. 0.043 "
+                   "when one unit of the file is 4.3 cm.")
 def rig_convert(src: str, dst: str, src_fmt: str | None, dst_fmt: str | None, image_size: str | None,
-                in_units: str | None, out_units: str) -> None:
+                in_units: str | None, out_units: str, scale: float | None) -> None:
     """Convert the camera rig SRC into DST; prints one line naming the cameras converted."""
     import os
 
@@ -83,8 +86,68 @@ def rig_convert(src: str, dst: str, src_fmt: str | None, dst_fmt: str | None, im
             raise HandannoError(f"{exc}; or name its format with --from ({', '.join(FORMATS)})") from None
     size = parse_image_size(image_size) if image_size else None
     result = convert_rig(src, dst, src_fmt=src_fmt, dst_fmt=dst_fmt, image_size=size,
-                         src_units=in_units, dst_units=out_units)
+                         src_units=in_units, dst_units=out_units, scale=scale)
     click.echo(result.summary())
+
+
+# --------------------------------------------------------------------------- import
+
+
+@main.group("import")
+def import_group() -> None:
+    """Bring real captures into a session folder."""
+
+
+@import_group.command("videos")
+@click.argument("videos", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="The session folder to write (images/<cam>/<frame>.jpg, rig.json, import.json).")
+@click.option("--names", default=None, metavar="CAM0,CAM1,...",
+              help="Camera names, one per video in order (default: the videos' file stems); the first camera is "
+                   "the reference of the offsets.")
+@click.option("--rig", type=click.Path(path_type=Path), default=None,
+              help="The cameras' calibration, copied or converted into SESSION/rig.json: rig.json or any format "
+                   "`handanno rig convert` reads (default: the rig.json already in SESSION).")
+@click.option("--scale", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Multiply the --rig translations by this (a rig not in metres, e.g. 0.043).")
+@click.option("--every", default=1, show_default=True, type=click.IntRange(min=1),
+              help="Keep every N-th frame of the common timeline.")
+@click.option("--start", type=click.FloatRange(min=0), default=None, help="First second of the timeline to keep.")
+@click.option("--end", type=click.FloatRange(min=0), default=None, help="Keep the frames before this second.")
+@click.option("--offsets", default=None, metavar="CAM=FRAMES,...",
+              help="Shift cameras: session frame t is frame t+FRAMES of CAM's video (default 0).")
+@click.option("--sync", type=click.Choice(["frame", "hand"]), default="frame", show_default=True,
+              help="frame: the videos are in step by frame index (after --offsets); hand: estimate each camera's "
+                   "offset from hand detections (MediaPipe) and the rig.")
+@click.option("--sync-search", default=30, show_default=True, type=click.IntRange(min=0),
+              help="--sync hand tries offsets from -N to +N frames.")
+@click.option("--sync-samples", default=30, show_default=True, type=click.IntRange(min=1),
+              help="--sync hand samples this many frames of the first camera.")
+@click.option("--hand", type=click.Choice(["right", "left"]), default="right", show_default=True,
+              help="The hand --sync hand looks for.")
+@click.option("--workers", default=2, show_default=True, type=click.IntRange(min=1), help="Image-writing threads.")
+@click.option("--force", is_flag=True,
+              help="Import again although SESSION was imported from other videos or settings (the images the "
+                   "earlier import wrote are replaced; nothing else is touched).")
+def import_videos_cmd(videos: tuple[Path, ...], out: Path, names: str | None, rig: Path | None, scale: float | None,
+                      every: int, start: float | None, end: float | None, offsets: str | None, sync: str,
+                      sync_search: int, sync_samples: int, hand: str, workers: int, force: bool) -> None:
+    """Import one video per camera (VIDEOS, in camera order) into a session folder.
+
+    Writes SESSION/images/<cam>/<frame>.jpg with <frame> the index on the cameras' common
+    timeline (000123), the rig as SESSION/rig.json, and SESSION/import.json; keeps the frames
+    every camera has and reports what was dropped. Running it again does nothing; an
+    interrupted import resumes.
+    """
+    from handanno.capture.timeline import parse_offsets
+    from handanno.capture.videos import ImportSettings, import_videos
+
+    settings = ImportSettings(
+        out=out, videos=videos, names=tuple(n.strip() for n in names.split(",")) if names else None, rig=rig,
+        scale=scale, every=every, start=start, end=end, offsets=parse_offsets(offsets), sync=sync,
+        sync_search=sync_search, sync_samples=sync_samples, hand=hand, force=force, workers=workers, progress=True,
+    )  # fmt: skip
+    click.echo(import_videos(settings).summary())
 
 
 # --------------------------------------------------------------------------- train / eval

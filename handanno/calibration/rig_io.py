@@ -41,6 +41,26 @@ Formats (``fmt`` names in brackets):
   given. The per-camera ``intrinsic<i>`` form is written only when the cameras' intrinsics
   differ; the seed's own reader cannot read it (it has one shared intrinsic), so a warning
   is logged.
+- ``dat`` (read only): a folder of plain-text ``c<i>.dat`` + ``rot_trans_c<i>.dat`` pairs, as
+  TemugeB's ``handpose3d`` / ``python_stereo_camera_calibrate`` write them::
+
+      c0.dat          intrinsic:            rot_trans_c0.dat   R:
+                      fx 0 cx                                  r11 r12 r13
+                      0 fy cy                                  r21 r22 r23
+                      0 0 1                                    r31 r32 r33
+                      distortion:                              T:
+                      k1 k2 p1 p2 k3                           tx
+                                                               ty
+                                                               tz
+
+  ``R``, ``T`` are world to camera (``P = K [R | T]``); only the first ``R:`` / ``T:`` block
+  is read (``rot_trans_c1.dat`` may go on with a ``#`` comment and a cam0-to-cam1 pair).
+  Camera ``i`` is named ``cam<i>``. The files store no image size (give one) and no unit
+  (the translations are whatever unit the board was measured in; give ``scale``).
+
+Every reader's result can be scaled: ``scale`` (``handanno rig convert --scale``, ``handanno
+import videos --scale``) multiplies every translation after the unit conversion, for rigs
+whose unit is not one of :data:`UNITS_TO_M` (a board measured in squares, an unknown unit).
 
 Convention:
     - All formats here store world-to-camera extrinsics, ``x_cam = R @ x_world + t``, with
@@ -74,7 +94,8 @@ from handanno.rotations import axis_angle_to_matrix
 
 log = logging.getLogger(__name__)
 
-FORMATS = ("rig", "anipose", "easymocap", "seed")
+FORMATS = ("rig", "anipose", "easymocap", "seed")  # read and written
+READ_FORMATS = (*FORMATS, "dat")  # read only
 UNITS_TO_M = {"m": 1.0, "cm": 0.01, "mm": 0.001}
 
 ImageSize = tuple[int, int]
@@ -615,6 +636,124 @@ def write_seed(rig: CameraRig, path: str | os.PathLike, *, units: str = "m") -> 
     return intri_path, extri_path
 
 
+# ----------------------------------------------------------------------------- dat (handpose3d)
+
+_DAT_INTRINSICS = re.compile(r"c(\d+)\.dat")
+_DAT_EXTRINSICS = re.compile(r"rot_trans_c(\d+)\.dat")
+
+
+def _dat_blocks(path: Path) -> list[tuple[str, list[list[float]]]]:
+    """``[(label, rows of numbers), ...]`` of a ``label:`` + number-rows text file, in file order.
+
+    Blank lines and ``#`` comments are skipped; a line of numbers before any label is an error.
+    """
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError as exc:
+        raise HandannoError(f"{path}: file not found") from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise HandannoError(f"{path}: not a readable text file ({exc})") from exc
+    blocks: list[tuple[str, list[list[float]]]] = []
+    for lineno, raw in enumerate(text.splitlines(), 1):
+        line = raw.split("#", 1)[0].strip()
+        if not line:
+            continue
+        if line.endswith(":"):
+            blocks.append((line[:-1].strip(), []))
+            continue
+        if not blocks:
+            raise HandannoError(f"{path}: line {lineno}: numbers before any 'name:' line")
+        try:
+            row = [float(x) for x in line.split()]
+        except ValueError as exc:
+            raise HandannoError(f"{path}: line {lineno}: not a row of numbers ({raw.strip()!r})") from exc
+        blocks[-1][1].append(row)
+    return blocks
+
+
+def _dat_block(path: Path, blocks: list[tuple[str, list[list[float]]]], label: str,
+               shape: tuple[int, ...]) -> np.ndarray:
+    """The first block named ``label`` (any case), reshaped to ``shape`` (its numbers in reading order)."""
+    for name, rows in blocks:
+        if name.lower() == label.lower():
+            values = np.array([x for row in rows for x in row], dtype=np.float64)
+            if values.size != int(np.prod(shape)):
+                layout = f" ({'x'.join(map(str, shape))})" if len(shape) > 1 else ""
+                raise HandannoError(
+                    f"{path}: '{name}:' must hold {int(np.prod(shape))} numbers{layout}, got {values.size}"
+                )
+            if not np.all(np.isfinite(values)):
+                raise HandannoError(f"{path}: '{label}:' has NaN or inf values")
+            return values.reshape(shape)
+    raise HandannoError(f"{path}: no '{label}:' block")
+
+
+def _dat_folder(path: str | os.PathLike) -> Path:
+    path = Path(path)
+    if path.is_file() or _DAT_INTRINSICS.fullmatch(path.name) or _DAT_EXTRINSICS.fullmatch(path.name):
+        return path.parent
+    return path
+
+
+def read_dat(path: str | os.PathLike, *, image_size: Any = None, units: str | None = None) -> CameraRig:
+    """Read a folder of ``c<i>.dat`` + ``rot_trans_c<i>.dat`` files (layout in the module docstring).
+
+    Args:
+        path: the folder, or any one of its ``.dat`` files.
+        image_size: ``(width, height)`` of every camera's images; required (the files have none).
+        units: the unit of ``T``; default metres. The files do not say: pass the real unit,
+            or scale the result (``load_any_rig(..., scale=...)``).
+
+    Returns:
+        The rig, camera ``i`` named ``cam<i>``, in natural name order; translations ``T``
+        times the unit's metres.
+
+    Raises:
+        HandannoError: no ``c<i>.dat`` in the folder, a missing ``rot_trans_c<i>.dat``, a
+            block missing or of the wrong size (naming the file), or no image size.
+    """
+    folder = _dat_folder(path)
+    if not folder.is_dir():
+        raise HandannoError(f"{folder}: folder not found")
+    indices = sorted(int(m.group(1)) for f in folder.iterdir() if (m := _DAT_INTRINSICS.fullmatch(f.name)))
+    if not indices:
+        raise HandannoError(f"{folder}: no c<i>.dat files (intrinsics) in this folder")
+    scale = _scale(units or "m", str(folder))
+    size = _check_size_arg(image_size)
+    if size is None:
+        raise HandannoError(
+            f"{folder}: c<i>.dat files do not store the image size; give it with --image-size WxH "
+            "(image_size=(width, height))"
+        )
+    cameras = []
+    for i in indices:
+        intri_path, extri_path = folder / f"c{i}.dat", folder / f"rot_trans_c{i}.dat"
+        if not extri_path.is_file():
+            raise HandannoError(
+                f"{extri_path}: file not found (camera 'cam{i}' has {intri_path.name} but no extrinsics)"
+            )
+        intri, extri = _dat_blocks(intri_path), _dat_blocks(extri_path)
+        K = _dat_block(intri_path, intri, "intrinsic", (3, 3))
+        dist = _dat_block(intri_path, intri, "distortion", (5,))
+        R = _dat_block(extri_path, extri, "R", (3, 3))
+        t = _dat_block(extri_path, extri, "T", (3,)) * scale
+        cameras.append(_make_camera(intri_path, f"cam{i}", K, dist, R, t, size))
+    return _make_rig(folder, cameras)
+
+
+def scale_rig(rig: CameraRig, scale: float) -> CameraRig:
+    """``rig`` with every translation multiplied by ``scale`` (camera centres and baselines scale with it).
+
+    Example:
+        >>> cam = Camera("cam0", np.eye(3), np.zeros(5), np.eye(3), [1.0, 2.0, 3.0], (64, 48))
+        >>> scale_rig(CameraRig((cam,)), 0.5)["cam0"].t.tolist()
+        [0.5, 1.0, 1.5]
+    """
+    if not (isinstance(scale, (int, float, np.floating)) and math.isfinite(scale) and scale > 0):
+        raise HandannoError(f"scale must be a finite number > 0, got {scale!r}")
+    return CameraRig(tuple(cam.with_pose(cam.R, cam.t * float(scale)) for cam in rig))
+
+
 # ----------------------------------------------------------------------------- dispatch
 
 
@@ -622,14 +761,17 @@ def detect_format(path: str | os.PathLike, *, for_writing: bool = False) -> str:
     """Which format ``path`` names (one of :data:`FORMATS`).
 
     Files go by name: ``intrinsic.json`` / ``extrinsic.json`` are the seed format, any other
-    ``*.json`` is rig.json, ``*.toml`` Anipose, ``*.yml`` / ``*.yaml`` EasyMocap. A folder
-    goes by what it holds (``rig.json``, then ``calibration.toml``, then ``intri.yml``,
-    then ``intrinsic.json``); writing to a folder needs the format named.
+    ``*.json`` is rig.json, ``*.toml`` Anipose, ``*.yml`` / ``*.yaml`` EasyMocap, ``*.dat``
+    the ``dat`` folder it lies in (reading only). A folder goes by what it holds
+    (``rig.json``, then ``calibration.toml``, then ``intri.yml``, then ``intrinsic.json``,
+    then ``c<i>.dat``); writing to a folder needs the format named.
     """
     path = Path(path)
     suffix = path.suffix.lower()
     if path.name in ("intrinsic.json", "extrinsic.json"):
         return "seed"
+    if suffix == ".dat" and not for_writing:
+        return "dat"
     if suffix == ".json":
         return "rig"
     if suffix == ".toml":
@@ -641,11 +783,13 @@ def detect_format(path: str | os.PathLike, *, for_writing: bool = False) -> str:
                            ("intrinsic.json", "seed")):
             if (path / fname).is_file():
                 return fmt
+        if any(_DAT_INTRINSICS.fullmatch(f.name) for f in path.iterdir()):
+            return "dat"
         raise HandannoError(
-            f"{path}: no rig.json, calibration.toml, intri.yml or intrinsic.json in this folder"
+            f"{path}: no rig.json, calibration.toml, intri.yml or intrinsic.json in this folder (nor c<i>.dat files)"
         )
     if path.is_file() and not for_writing:
-        raise HandannoError(f"{path}: unknown calibration format (expected .json, .toml, .yml or a folder)")
+        raise HandannoError(f"{path}: unknown calibration format (expected .json, .toml, .yml, .dat or a folder)")
     raise HandannoError(
         f"{path}: cannot tell the format from this path; name the format ({', '.join(FORMATS)})"
         if for_writing else f"{path}: not found"
@@ -654,31 +798,50 @@ def detect_format(path: str | os.PathLike, *, for_writing: bool = False) -> str:
 
 def _in_folder(path: Path, fmt: str) -> Path:
     """For a folder, the file of ``fmt`` inside it."""
-    if not path.is_dir():
+    if not path.is_dir() or fmt == "dat":
         return path
     return path / {"rig": "rig.json", "anipose": "calibration.toml", "easymocap": "intri.yml",
                    "seed": "intrinsic.json"}[fmt]
 
 
 def load_any_rig(
-    path: str | os.PathLike, *, fmt: str | None = None, image_size: Any = None, units: str | None = None
+    path: str | os.PathLike,
+    *,
+    fmt: str | None = None,
+    image_size: Any = None,
+    units: str | None = None,
+    scale: float | None = None,
 ) -> CameraRig:
     """Read a rig in any supported format (see :func:`detect_format`).
 
     Args:
         path: a file or a folder.
-        fmt: force a format (one of :data:`FORMATS`) instead of detecting it.
+        fmt: force a format (one of :data:`READ_FORMATS`) instead of detecting it.
         image_size: ``(width, height)`` for formats or cameras that lack it.
         units: unit of the file's translations (not for rig.json, which is metres).
+        scale: multiply every translation by this after the unit conversion (:func:`scale_rig`),
+            for files in another unit, e.g. 0.043 for translations in units of 4.3 cm.
 
     Returns:
         The rig in natural camera-name order, translations in metres.
     """
+    rig = _load_any_rig(path, fmt=fmt, image_size=image_size, units=units)
+    if scale is not None:
+        rig = scale_rig(rig, scale)
+    elif (fmt or detect_format(path)) == "dat" and units is None:
+        log.warning("%s: c<i>.dat files do not record their unit; the translations are taken as metres. "
+                    "Give the scale (--scale) if they are not", path)
+    return rig
+
+
+def _load_any_rig(path: str | os.PathLike, *, fmt: str | None, image_size: Any, units: str | None) -> CameraRig:
     path = Path(path)
     fmt = fmt or detect_format(path)
-    if fmt not in FORMATS:
-        raise HandannoError(f"unknown rig format {fmt!r}; use one of {', '.join(FORMATS)}")
+    if fmt not in READ_FORMATS:
+        raise HandannoError(f"unknown rig format {fmt!r}; use one of {', '.join(READ_FORMATS)}")
     target = _in_folder(path, fmt)
+    if fmt == "dat":
+        return read_dat(target, image_size=image_size, units=units)
     if fmt == "rig":
         if units not in (None, "m"):
             raise HandannoError(f"{target}: rig.json is always in metres; units {units!r} do not apply")
@@ -703,6 +866,8 @@ def save_any_rig(
     """
     path = Path(path)
     fmt = fmt or detect_format(path, for_writing=True)
+    if fmt == "dat":
+        raise HandannoError(f"{path}: the dat format (c<i>.dat files) is read only; write rig.json or another format")
     if fmt not in FORMATS:
         raise HandannoError(f"unknown rig format {fmt!r}; use one of {', '.join(FORMATS)}")
     is_file = path.suffix.lower() in (".json", ".toml", ".yml", ".yaml")
@@ -747,10 +912,14 @@ def convert_rig(
     image_size: Any = None,
     src_units: str | None = None,
     dst_units: str = "m",
+    scale: float | None = None,
 ) -> RigConversion:
-    """Read a rig in one format and write it in another (:func:`load_any_rig` + :func:`save_any_rig`)."""
+    """Read a rig in one format and write it in another (:func:`load_any_rig` + :func:`save_any_rig`).
+
+    ``scale`` multiplies the translations (after ``src_units``), see :func:`load_any_rig`.
+    """
     src_fmt = src_fmt or detect_format(src)
     dst_fmt = dst_fmt or detect_format(dst, for_writing=True)
-    rig = load_any_rig(src, fmt=src_fmt, image_size=image_size, units=src_units)
+    rig = load_any_rig(src, fmt=src_fmt, image_size=image_size, units=src_units, scale=scale)
     written = save_any_rig(rig, dst, fmt=dst_fmt, units=dst_units)
     return RigConversion(tuple(rig.names), src_fmt, dst_fmt, tuple(written))

@@ -248,6 +248,24 @@ def load_task(
     return task, ckpt
 
 
+def strip_checkpoint(src: str | os.PathLike, dst: str | os.PathLike) -> Path:
+    """Write ``src``'s network alone to ``dst``: no optimizer, scheduler or scaler state, the step history dropped.
+
+    What inference needs (``load_task``) stays, byte for byte the same weights; resuming
+    training from ``dst`` is not possible. The shipped network was made this way.
+    """
+    ckpt = load_checkpoint(src)
+    keep = {k: ckpt[k] for k in ("format", "version", "kind", "model_config", "train_config", "model", "hand_model",
+                                 "epoch", "step", "best_metric") if k in ckpt}  # fmt: skip
+    keep.update(optimizer=None, scheduler=None, scaler=None, history=[])
+
+    def _write(p: Path) -> None:
+        with open(p, "wb") as f:
+            torch.save(keep, f)
+
+    return atomic_write(dst, _write)
+
+
 SHIPPED_DETECTOR = Path(__file__).resolve().parents[1] / "assets" / "detector_unet.pt"
 """The heatmap network shipped with handanno (trained on ``handanno synth`` captures; docs/performance.md)."""
 

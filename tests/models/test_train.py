@@ -350,3 +350,18 @@ def test_torchrun_ddp_on_cpu(labels, tmp_path):
     assert proc.returncode == 0, proc.stdout + proc.stderr
     ckpt = load_checkpoint(tmp_path / "ddp" / "last.pt", "cpm")
     assert ckpt["step"] == 2  # 11 training samples: 6 per rank (DistributedSampler pads), batch 3
+
+
+def test_a_stripped_checkpoint_has_the_same_network_and_no_training_state(cpm_run, tmp_path):
+    from handanno.models.checkpoints import strip_checkpoint
+
+    _, result = cpm_run
+    dst = strip_checkpoint(result.best_checkpoint, tmp_path / "net.pt")
+    assert dst.stat().st_size < result.best_checkpoint.stat().st_size
+    full, _ = load_task(result.best_checkpoint, "cpu")
+    small, ckpt = load_task(dst, "cpu", expected_kind="cpm")
+    assert ckpt["optimizer"] is None and ckpt["history"] == []
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        a, b = full.model(x), small.model(x)
+    assert all(torch.equal(u, v) for u, v in zip(a, b, strict=True))

@@ -1,0 +1,146 @@
+"""``--sync hand``: offsets recovered exactly from a synthetic capture with an oracle detector.
+
+The capture is ``handanno synth`` (3 cameras, 160x120); each camera's images become an mp4
+(mp4v) that starts at another frame of the motion, so that frame ``t`` of cam0's video shows
+the same instant as frame ``t + k`` of camera ``c``'s, ``k`` = 0, -7, +12. The oracle knows,
+for every decoded frame (by its bytes), which camera and synthetic frame it is, and answers
+the projection of that frame's ground-truth joints: a perfect detector.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import cv2
+import numpy as np
+import pytest
+
+from handanno.calibration.rig_io import read_rig
+from handanno.capture.sync import SyncSettings, choose_samples, estimate_offsets, sample_errors
+from handanno.capture.videos import ImportSettings, import_videos
+from handanno.errors import HandannoError
+from handanno.synth.capture import SynthSettings, synthesize
+
+OFFSETS = {"cam0": 0, "cam1": -7, "cam2": 12}
+FIRST = 14  # synthetic frame shown by frame 0 of cam0's video
+LENGTHS = {"cam0": 60, "cam1": 55, "cam2": 70}
+
+
+def _digest(img: np.ndarray) -> str:
+    return hashlib.sha1(np.ascontiguousarray(img).tobytes()).hexdigest()
+
+
+@pytest.fixture(scope="module")
+def synced_capture(tmp_path_factory):
+    """``(videos, rig.json, oracle)`` of a synthetic capture whose videos are shifted by OFFSETS."""
+    root = tmp_path_factory.mktemp("sync")
+    synth = root / "synth"
+    res = synthesize(SynthSettings(out_dir=synth, num_cameras=3, num_frames=80, image_size=(160, 120),
+                                   calib_views=0, write_keypoints=False, image_noise_std=0.0, seed=3))
+    rig = res.rig
+    joints = {int(p.stem): np.array(json.loads(p.read_text())["joints"])
+              for p in (synth / "ground_truth").glob("*.json")}
+    videos, table = [], {}
+    for cam in rig.names:
+        first = FIRST - OFFSETS[cam]  # video frame j shows synthetic frame first + j
+        frames = [cv2.imread(str(synth / "images" / cam / f"{first + j:06d}.jpg")) for j in range(LENGTHS[cam])]
+        path = root / "videos" / f"{cam}.mp4"
+        path.parent.mkdir(exist_ok=True)
+        vw = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 15.0, (160, 120))
+        for f in frames:
+            vw.write(f)
+        vw.release()
+        videos.append(path)
+        cap = cv2.VideoCapture(str(path))
+        j = 0
+        while True:
+            ok, img = cap.read()
+            if not ok:
+                break
+            table[_digest(img)] = (cam, first + j)
+            j += 1
+        cap.release()
+        assert j == LENGTHS[cam]
+    calls = {"n": 0, "unknown": 0}
+
+    def oracle(image: np.ndarray) -> np.ndarray | None:
+        calls["n"] += 1
+        key = table.get(_digest(image))
+        if key is None:
+            calls["unknown"] += 1
+            return None
+        cam, frame = key
+        uv = rig[cam].project(joints[frame])
+        w, h = rig[cam].image_size
+        inside = (uv[:, 0] >= -0.5) & (uv[:, 0] <= w - 0.5) & (uv[:, 1] >= -0.5) & (uv[:, 1] <= h - 0.5)
+        if not inside.any():
+            return None
+        return np.concatenate([uv, inside[:, None].astype(float)], axis=1)
+
+    return videos, synth / "rig.json", oracle, calls
+
+
+def test_sync_with_an_oracle_recovers_the_offsets_exactly(synced_capture, tmp_path):
+    videos, rig, oracle, calls = synced_capture
+    out = tmp_path / "session"
+    rep = import_videos(ImportSettings(out=out, videos=videos, rig=rig, sync="hand"), detector=oracle)
+    assert rep.offsets == OFFSETS
+    assert calls["unknown"] == 0 and calls["n"] > 0  # every decoded frame was one the oracle knows
+    assert rep.sync["residual_px"] < 0.05, rep.sync
+    for cam in ("cam1", "cam2"):
+        c = rep.sync["cameras"][cam]
+        assert c["runner_up_px"] > 10 * max(c["error_px"], 1e-3), c
+    # the session's frame t is cam0's video frame t, and the same instant in every camera
+    first = max(0, -min(OFFSETS.values()))
+    assert rep.frames[0] == f"{first:06d}"
+    assert rep.source_frames["cam1"][0] == first - 7 and rep.source_frames["cam2"][0] == first + 12
+    last = min(LENGTHS[c] - OFFSETS[c] for c in OFFSETS) - 1
+    assert rep.frames[-1] == f"{last:06d}"
+    rec = json.loads((out / "import.json").read_text())
+    assert rec["offsets"] == OFFSETS and rec["sync"]["offsets"] == OFFSETS
+    # a re-run reads the offsets back and does nothing
+    calls["n"] = 0
+    again = import_videos(ImportSettings(out=out, videos=videos, rig=rig, sync="hand"), detector=oracle)
+    assert again.nothing_to_do and again.offsets == OFFSETS and calls["n"] == 0
+
+
+def test_estimate_offsets_pure_two_cameras_and_errors():
+    """Keypoints from a moving point cloud, cam1's detections shifted by 4 frames."""
+    from handanno.calibration.camera import Camera, CameraRig, look_at
+
+    cams = []
+    for i, x in enumerate((-0.3, 0.3)):
+        R, t = look_at(np.array([x, -0.6, 0.2]))
+        cams.append(Camera(f"cam{i}", [[300.0, 0, 160], [0, 300.0, 120], [0, 0, 1]], np.zeros(5), R, t, (320, 240)))
+    rig = CameraRig(tuple(cams))
+    rng = np.random.default_rng(0)
+    shape = rng.normal(scale=0.04, size=(21, 3))
+    path = np.cumsum(rng.normal(scale=0.01, size=(100, 3)), axis=0)
+    pts = shape[None] + path[:, None]
+
+    def kp(cam, f):
+        uv = rig[cam].project(pts[f])
+        return np.concatenate([uv, np.ones((21, 1))], axis=1)
+
+    samples = choose_samples(0, 100, 20, 10)
+    dets = {"cam0": {f: kp("cam0", f) for f in range(100)}, "cam1": {f - 4: kp("cam1", f) for f in range(4, 100)}}
+    res = estimate_offsets(rig, ["cam0", "cam1"], {"cam0": samples, "cam1": samples}, dets, SyncSettings(search=10))
+    assert res.offsets == {"cam0": 0, "cam1": -4} and res.residual_px < 1e-3
+    with pytest.raises(HandannoError, match="found in 0 of"):
+        estimate_offsets(rig, ["cam0", "cam1"], {"cam0": samples, "cam1": samples}, {"cam0": {}, "cam1": {}})
+    with pytest.raises(HandannoError, match="two cameras or more"):
+        estimate_offsets(rig, ["cam0"], {"cam0": samples}, dets)
+    # a static hand: every offset fits equally, the result says it is not clear-cut
+    still = {"cam0": {f: kp("cam0", 0) for f in range(100)}, "cam1": {f: kp("cam1", 0) for f in range(100)}}
+    res = estimate_offsets(rig, ["cam0", "cam1"], {"cam0": samples, "cam1": samples}, still)
+    assert res.warnings and "not clear-cut" in res.warnings[0]
+
+
+def test_sample_errors_is_zero_for_consistent_views_and_nan_without_keypoints(synced_capture):
+    _, rig_path, _, _ = synced_capture
+    rig = read_rig(rig_path)
+    pts = np.random.default_rng(1).normal(scale=0.03, size=(21, 3))
+    kp = np.stack([np.concatenate([c.project(pts), np.ones((21, 1))], axis=1) for c in rig])[None]
+    assert sample_errors(rig, kp)[0] < 1e-6
+    assert np.isnan(sample_errors(rig, np.zeros_like(kp)))[0]
