@@ -6,12 +6,17 @@ one run:
 - robust triangulation of the same 2D keypoints (weighted DLT dropping the worst view until
   every view reprojects within 15 px): the bar to beat;
 - the hand-model fit with keypoints only (`--no-silhouette`);
-- the fit with keypoints and silhouettes (GrabCut masks, refined from the fitted mesh).
+- the fit with keypoints and silhouettes (GrabCut masks, refined from the fitted mesh);
+- both again without the temporal smoothness term (`w_temporal=0`, unless `--no-temporal-ablation`):
+  what the term buys on the session's smooth motion.
 
-It prints MPJPE / PA-MPJPE / MPVPE / PA-MPVPE (mm), the rest-pose shape error (mm), the
-accepted frames, and seconds per frame with the per-stage split.
+Sessions are made with each of `--postures` (`realistic`, issue 20's generator, which does not assume
+what the fitter's prior assumes, and `anatomical`, the generator before it and still `handanno synth`'s
+default, whose postures the fitter's old prior encoded). It prints
+MPJPE / PA-MPJPE / MPVPE / PA-MPVPE (mm), the rest-pose shape error (mm), the accepted frames,
+and seconds per frame with the per-stage split, then the issue-20 acceptance checks.
 
-    .venv/bin/python benchmarks/bench_fit.py --frames 50 --cameras 8
+    .venv/bin/python benchmarks/bench_fit.py --frames 50 --cameras 8 --threads 1
 """
 
 from __future__ import annotations
@@ -22,11 +27,13 @@ import platform
 import shutil
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from handanno.annotate.fit_mano import FitSettings
 from handanno.annotate.pipeline import PipelineSettings, run_pipeline
 from handanno.annotate.session_io import open_session, read_fit, read_session_keypoints
 from handanno.calibration.triangulate import triangulate_robust
@@ -64,19 +71,26 @@ def shape_error_mm(session_dir: Path, layer: ManoLayer) -> float:
     return metrics.mpvpe(vf, vg)
 
 
-def run_case(args, noise: float, outliers: float, work: Path) -> list[dict]:
-    src = work / f"synth_{noise}_{outliers}"
+def run_case(args, noise: float, outliers: float, postures: str, work: Path) -> list[dict]:
+    src = work / f"synth_{postures}_{noise}_{outliers}"
     t0 = time.perf_counter()
     synthesize(SynthSettings(out_dir=src, num_cameras=args.cameras, num_frames=args.frames,
                              image_size=tuple(int(v) for v in args.size.split("x")), seed=args.seed,
-                             keypoint_noise_px=noise, outlier_rate=outliers, write_calib=False, progress=False))
+                             keypoint_noise_px=noise, outlier_rate=outliers, write_calib=False, progress=False,
+                             postures=postures))  # fmt: skip
     t_synth = time.perf_counter() - t0
     rows = [{"method": "robust triangulation", **triangulation_baseline(src)}]
     layer = ManoLayer(load_hand_model("right"))
-    for name, sil in (("fit, keypoints only", False), ("fit, keypoints + silhouettes", True)):
-        run_dir = work / f"run_{noise}_{outliers}_{int(sil)}"
+    methods = [("fit, keypoints only", False, FitSettings()), ("fit, keypoints + silhouettes", True, FitSettings())]
+    if args.temporal_ablation:
+        no_t = replace(FitSettings(), w_temporal=0.0)
+        methods += [("fit, keypoints only, no temporal term", False, no_t),
+                    ("fit, keypoints + silhouettes, no temporal term", True, no_t)]  # fmt: skip
+    for i, (name, sil, fit) in enumerate(methods):
+        run_dir = work / f"run_{postures}_{noise}_{outliers}_{i}"
         shutil.copytree(src, run_dir)
-        settings = PipelineSettings(session=run_dir, device=args.device, silhouette=sil, export=False, progress=False)
+        settings = PipelineSettings(session=run_dir, device=args.device, silhouette=sil, export=False, progress=False,
+                                    fit=fit)  # fmt: skip
         t0 = time.perf_counter()
         rep = run_pipeline(settings)
         dt = time.perf_counter() - t0
@@ -84,10 +98,13 @@ def run_case(args, noise: float, outliers: float, work: Path) -> list[dict]:
         rows.append({"method": name, **{k: acc.get(k) for k in ("mpjpe_mm", "pa_mpjpe_mm", "mpvpe_mm", "pa_mpvpe_mm")},
                      "shape_mm": shape_error_mm(run_dir, layer),
                      "accepted": f"{rep.frames_accepted}/{rep.frames_total}",
+                     "all_accepted": rep.frames_accepted == rep.frames_total,
                      "s_per_frame": dt / max(rep.frames_total, 1),
                      "stages": {k: round(v / max(rep.frames_total, 1), 4) for k, v in rep.timings_s.items()}})
-    print(f"\n## noise {noise} px, outliers {outliers:.0%}  ({args.cameras} cameras, {args.frames} frames, "
-          f"{args.size}; synth took {t_synth:.1f} s)")
+        if not args.keep:
+            shutil.rmtree(run_dir, ignore_errors=True)
+    print(f"\n## {postures} postures, noise {noise} px, outliers {outliers:.0%}  ({args.cameras} cameras, "
+          f"{args.frames} frames, {args.size}, seed {args.seed}; synth took {t_synth:.1f} s)")
     head = ["method", "mpjpe_mm", "pa_mpjpe_mm", "mpvpe_mm", "pa_mpvpe_mm", "shape_mm", "accepted", "s_per_frame"]
     print("| " + " | ".join(head) + " |")
     print("|" + "---|" * len(head))
@@ -100,7 +117,39 @@ def run_case(args, noise: float, outliers: float, work: Path) -> list[dict]:
     base = rows[0]["mpjpe_mm"]
     for r in rows[1:]:
         print(f"  {r['method']}: MPJPE {100 * (1 - r['mpjpe_mm'] / base):.0f} % below robust triangulation")
+    by = {r["method"]: r for r in rows}
+    for kind in ("keypoints only", "keypoints + silhouettes"):
+        with_t, without = by.get(f"fit, {kind}"), by.get(f"fit, {kind}, no temporal term")
+        if with_t and without:
+            print(f"  temporal term, {kind}: MPJPE {without['mpjpe_mm']:.3f} -> {with_t['mpjpe_mm']:.3f} mm "
+                  f"({100 * (1 - with_t['mpjpe_mm'] / without['mpjpe_mm']):.0f} % lower)")
     return rows
+
+
+def acceptance(postures: str, noise: float, outliers: float, rows: list[dict]) -> list[tuple[str, bool]]:
+    """Issue 20's bounds for one case, as (what, met)."""
+    by = {r["method"]: r for r in rows}
+    tri, full = by["robust triangulation"], by["fit, keypoints + silhouettes"]
+    out = []
+    if noise <= 1.0 and outliers == 0:
+        for name in ("fit, keypoints only", "fit, keypoints + silhouettes"):
+            r = by[name]
+            out.append((f"{postures} 1 px, {name}: MPJPE {r['mpjpe_mm']:.3f} <= 0.8 x triangulation "
+                        f"{0.8 * tri['mpjpe_mm']:.3f}", r["mpjpe_mm"] <= 0.8 * tri["mpjpe_mm"]))
+            out.append((f"{postures} 1 px, {name}: MPVPE {r['mpvpe_mm']:.3f} <= 0.8 mm", r["mpvpe_mm"] <= 0.8))
+    else:
+        tag = f"{postures} {noise:g} px + {outliers:.0%}, keypoints + silhouettes"
+        out += [(f"{tag}: MPJPE {full['mpjpe_mm']:.3f} <= 1.0 mm", full["mpjpe_mm"] <= 1.0),
+                (f"{tag}: PA-MPVPE {full['pa_mpvpe_mm']:.3f} <= 1.0 mm", full["pa_mpvpe_mm"] <= 1.0),
+                (f"{tag}: rest shape {full['shape_mm']:.3f} <= 0.8 mm", full["shape_mm"] <= 0.8),
+                (f"{tag}: every frame accepted ({full['accepted']})", full["all_accepted"])]
+    for kind in ("keypoints only", "keypoints + silhouettes"):
+        with_t, without = by.get(f"fit, {kind}"), by.get(f"fit, {kind}, no temporal term")
+        if with_t and without:
+            drop = 1 - with_t["mpjpe_mm"] / without["mpjpe_mm"]
+            out.append((f"{postures} {noise:g} px + {outliers:.0%}, {kind}: the temporal term lowers MPJPE by "
+                        f"{100 * drop:.0f} % >= 15 %", drop >= 0.15))
+    return out
 
 
 def main() -> None:
@@ -111,6 +160,10 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--device", default="auto")
     ap.add_argument("--cases", default="1:0,3:0.1", help="noise_px:outlier_rate pairs, comma-separated")
+    ap.add_argument("--postures", default="realistic,anatomical",
+                    help="posture generators of the sessions (handanno synth --postures), comma-separated")
+    ap.add_argument("--no-temporal-ablation", dest="temporal_ablation", action="store_false",
+                    help="skip the fits without the temporal term")
     ap.add_argument("--keep", type=Path, default=None, help="keep the sessions in this folder")
     ap.add_argument("--threads", type=int, default=None,
                     help="torch threads on the CPU (default: torch's); 1 is steadier on a shared machine")
@@ -121,10 +174,15 @@ def main() -> None:
           f"torch {torch.__version__}, device {args.device} (cuda available: {torch.cuda.is_available()})")
     work = args.keep or Path(tempfile.mkdtemp(prefix="handanno_bench_fit_"))
     work.mkdir(parents=True, exist_ok=True)
+    checks = []
     try:
-        for case in args.cases.split(","):
-            noise, outl = (float(v) for v in case.split(":"))
-            run_case(args, noise, outl, work)
+        for postures in args.postures.split(","):
+            for case in args.cases.split(","):
+                noise, outl = (float(v) for v in case.split(":"))
+                checks += acceptance(postures, noise, outl, run_case(args, noise, outl, postures, work))
+        print("\n## acceptance (issue 20)")
+        for what, met in checks:
+            print(f"- {'met' if met else 'NOT met'}: {what}")
     finally:
         if args.keep is None:
             shutil.rmtree(work, ignore_errors=True)

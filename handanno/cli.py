@@ -305,10 +305,14 @@ def eval_cmd(kind: str, weights: str, labels: tuple[str, ...], out_json: str | N
               help="Std of the per-frame sensor noise, grey levels (0: none).")
 @click.option("--no-calib", is_flag=True, help="Skip calib/.")
 @click.option("--no-keypoints", is_flag=True, help="Skip keypoints2d/.")
+@click.option("--postures", type=click.Choice(["realistic", "anatomical"]), default="anatomical", show_default=True,
+              help="Hand articulations: realistic (published ranges of motion, twist at the knuckles, oblique hinges, "
+                   "fists and grips) or anatomical (flexion about the fitter's own axes, the generator before).")
 @click.option("--force", is_flag=True, help="Replace an earlier synth session in OUT (never other files).")
 def synth_cmd(out: str, cameras: int, frames: int, hand: str, model_dir: str | None, image_size: str, seed: int,
               keypoint_noise_px: float, outlier_rate: float, calib_views: int, board: str, background: str,
-              image_format: str, image_noise: float, no_calib: bool, no_keypoints: bool, force: bool) -> None:
+              image_format: str, image_noise: float, no_calib: bool, no_keypoints: bool, postures: str,
+              force: bool) -> None:
     """Make a synthetic capture with known answers in OUT.
 
     Writes rig.json, images/, masks_gt/, ground_truth/, keypoints2d/, calib/ and preview.png
@@ -322,7 +326,7 @@ def synth_cmd(out: str, cameras: int, frames: int, hand: str, model_dir: str | N
         image_size=tuple(parse_image_size(image_size)), seed=seed, keypoint_noise_px=keypoint_noise_px,
         outlier_rate=outlier_rate, calib_views=calib_views, board=board, background=background,
         write_calib=not no_calib, write_keypoints=not no_keypoints, image_format=image_format,
-        image_noise_std=image_noise, force=force, progress=True,
+        image_noise_std=image_noise, postures=postures, force=force, progress=True,
     )  # fmt: skip
     result = synthesize(settings)
     click.echo(f"synth: {len(result.rig)} cameras x {len(result.frame_stems)} frames, "

@@ -119,22 +119,25 @@ def silhouette_loss(silhouettes: torch.Tensor, masks: torch.Tensor, valid: torch
     return (per_view * w).sum(1) / w.sum(1).clamp(min=1)
 
 
-def pose_prior_loss(hand_pose: torch.Tensor, components: torch.Tensor, stddev: torch.Tensor) -> torch.Tensor:
+def pose_prior_loss(hand_pose: torch.Tensor, components: torch.Tensor, stddev: torch.Tensor,
+                    mean: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
     """Mahalanobis-style prior on the 45 articulation parameters in the model's PCA space.
 
     Args:
         hand_pose: ``(B, 45)`` articulation relative to ``hands_mean``, radians.
         components: ``(P, 45)`` orthonormal principal directions of hand poses.
         stddev: ``(P,)`` the standard deviation along each direction, radians.
+        mean: ``(45,)`` the prior's mean (relative to ``hands_mean``), or None for 0.
 
     Returns:
-        ``(B,)`` ``sum_p (c_p / std_p)^2`` plus the squared norm of the part of the pose
-        outside the span of the components (divided by the smallest std).
+        ``(B,)`` ``sum_p (c_p / std_p)^2`` of ``c = (hand_pose - mean) @ components.T``, plus the
+        squared norm of the part outside the span of the components (divided by the smallest std).
     """
     check_shape(hand_pose, ("B", 45), "hand_pose")
-    coeffs = hand_pose @ components.T  # (B, P)
+    x = hand_pose if mean is None else hand_pose - mean
+    coeffs = x @ components.T  # (B, P)
     inside = ((coeffs / stddev) ** 2).sum(1)
-    residual = hand_pose - coeffs @ components
+    residual = x - coeffs @ components
     return inside + (residual**2).sum(1) / stddev.min() ** 2
 
 
@@ -143,21 +146,35 @@ def shape_prior_loss(betas: torch.Tensor) -> torch.Tensor:
     return (betas**2).sum(-1)
 
 
-def temporal_loss(joints_world: torch.Tensor, neighbour: torch.Tensor) -> torch.Tensor:
-    """Squared keypoint velocity between consecutive frames, m^2.
+def temporal_loss(joints_world: torch.Tensor, neighbour: torch.Tensor, order: int = 1) -> torch.Tensor:
+    """Squared keypoint velocity (``order`` 1) or acceleration (``order`` 2) between consecutive frames, m^2.
 
     Args:
         joints_world: ``(B, J, 3)``.
         neighbour: ``(B - 1,)`` bool, True where frame ``b + 1`` directly follows frame ``b``.
+        order: 1 penalises ``x[b+1] - x[b]`` of each neighbouring pair (holds the hand still);
+            2 penalises ``x[b] - 2 x[b+1] + x[b+2]`` of each run of three consecutive frames
+            (lets the hand move at constant speed: smooth motion costs little).
 
     Returns:
-        ``(B,)``: half of each pair's penalty goes to each of its two frames.
+        ``(B,)`` the mean over keypoints of the squared difference, each pair's (triple's)
+        penalty shared equally by its two (three) frames.
     """
     B = joints_world.shape[0]
     out = joints_world.new_zeros(B)
+    if order not in (1, 2):
+        raise ValueError(f"temporal_loss: order must be 1 or 2, got {order}")
     if B < 2:
         return out
     check_shape(neighbour, (B - 1,), "neighbour")
-    vel2 = ((joints_world[1:] - joints_world[:-1]) ** 2).sum(-1).mean(-1) * neighbour  # (B-1,)
-    out = out.index_add(0, torch.arange(B - 1, device=out.device), vel2 / 2)
-    return out.index_add(0, torch.arange(1, B, device=out.device), vel2 / 2)
+    if order == 1:
+        vel2 = ((joints_world[1:] - joints_world[:-1]) ** 2).sum(-1).mean(-1) * neighbour  # (B-1,)
+        out = out.index_add(0, torch.arange(B - 1, device=out.device), vel2 / 2)
+        return out.index_add(0, torch.arange(1, B, device=out.device), vel2 / 2)
+    if B < 3:
+        return out
+    run = neighbour[:-1] & neighbour[1:]  # (B-2,) frames b, b+1, b+2 consecutive
+    acc2 = ((joints_world[:-2] - 2 * joints_world[1:-1] + joints_world[2:]) ** 2).sum(-1).mean(-1) * run
+    for k in range(3):
+        out = out.index_add(0, torch.arange(k, B - 2 + k, device=out.device), acc2 / 3)
+    return out

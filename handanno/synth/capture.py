@@ -114,6 +114,14 @@ class SynthSettings:
             levels; 0 makes the background pixels of every frame equal to
             :func:`make_background`.
         fps: frame rate of the motion (sets how far the hand moves between frames).
+        postures: the articulation generator (:data:`handanno.synth.motion.POSTURES`):
+            ``"realistic"`` (:func:`~handanno.synth.motion.realistic_articulation_trajectory`:
+            published ranges of motion, twist at the knuckles, oblique hinges, fists and grips)
+            or ``"anatomical"`` (:func:`~handanno.synth.motion.articulation_trajectory`: flexion
+            about the fitter's own anatomical axes, the generator before issue 20). The default
+            stays ``"anatomical"`` for now: tests of other stages (re-detection) hold fixtures
+            measured on its postures; benchmarks of the fitter use ``"realistic"`` (see
+            docs/performance.md).
         force: allow writing into a non-empty folder made by an earlier ``synth`` run (its
             synthetic outputs are removed first).
         write_workers: threads that encode and write files.
@@ -137,6 +145,7 @@ class SynthSettings:
     image_format: str = "jpg"
     image_noise_std: float = 1.5
     fps: float = 15.0
+    postures: str = "anatomical"
     force: bool = False
     write_workers: int = 3
     progress: bool = False
@@ -163,6 +172,10 @@ class SynthSettings:
             raise HandannoError("noise levels must be >= 0")
         if self.calib_views < 0:
             raise HandannoError("--calib-views must be >= 0")
+        from handanno.synth.motion import POSTURES
+
+        if self.postures not in POSTURES:
+            raise HandannoError(f"--postures must be one of {', '.join(POSTURES)}, got {self.postures!r}")
 
 
 @dataclass(frozen=True)
@@ -358,7 +371,7 @@ def synthesize(settings: SynthSettings, load_model: Callable | None = None) -> S
 
     t0 = time.perf_counter()
     model, layer, model_name = load_model() if load_model is not None else _load_model(s)
-    motion = make_motion(layer, np.asarray(model.hands_mean), s.hand, s.num_frames, s.fps, s.seed)
+    motion = make_motion(layer, np.asarray(model.hands_mean), s.hand, s.num_frames, s.fps, s.seed, s.postures)
     albedo = skin_albedo(motion.rest_vertices, motion.faces, motion.axes.palm_normal, s.seed)
     face_part = face_parts(np.asarray(model.weights), motion.faces)
     timings["motion_mesh"] = time.perf_counter() - t0

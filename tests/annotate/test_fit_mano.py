@@ -54,8 +54,10 @@ def rig():
 
 @pytest.fixture(scope="module")
 def truth(layer, model):
-    """3 frames of synthetic hand motion (a non-mean shape), seed 0."""
-    return make_motion(layer, np.asarray(model.hands_mean), "right", num_frames=3, fps=15.0, seed=0)
+    """3 frames of synthetic hand motion (a non-mean shape), seed 0, the anatomical generator's postures
+    (a tucked thumb: see test_anatomical_prior_keeps_the_surface_that_keypoints_cannot_see)."""
+    return make_motion(layer, np.asarray(model.hands_mean), "right", num_frames=3, fps=15.0, seed=0,
+                       postures="anatomical")  # fmt: skip
 
 
 def _rest_vertices(layer: ManoLayer, betas: np.ndarray) -> np.ndarray:
@@ -322,8 +324,9 @@ def test_fit_to_exact_keypoints_recovers_pose_and_shape(layer, rig, truth):
     """6 cameras, 3 frames, exact keypoints in every view, the default schedule (80 / 250 iterations).
 
     Measured: start (mean pose and shape aligned to the triangulation) MPJPE 18.9 mm; fitted
-    MPJPE 0.22 mm. Rest-pose mesh of the fitted betas vs the true one: mean vertex distance
-    0.84 mm, max 1.97 mm (the mean shape: 10.0 / 17.0 mm). Betas are not all identifiable
+    MPJPE 0.19 mm (0.22 with the fixed-weight anatomical prior before issue 20). Rest-pose mesh of
+    the fitted betas vs the true one: mean vertex distance 0.74 mm, max 1.90 mm (the mean shape:
+    10.0 / 17.0 mm). Betas are not all identifiable
     from 21 keypoints, so the comparison is on the mesh, not the coefficients.
     """
     inputs = _exact_inputs(rig, truth)
@@ -435,10 +438,11 @@ def test_silhouette_stage_lowers_vertex_error(layer, synth):
     with the default FitSettings (250 keypoint iterations, 30 silhouette iterations at 128 px, sigma 0.02).
 
     Measured on this session (8 cameras, 3 frames, 320x240, 3 px keypoint noise, seed 0): MPVPE
-    2.55 -> 1.46 mm (per frame 2.42 / 2.51 / 2.73 -> 1.43 / 1.40 / 1.56), MPJPE 2.43 -> 1.19 mm.
-    Other draws of the same kind of session: seed 1 2.30 -> 1.36, seed 2 2.49 -> 1.63, 6 cameras
-    2.79 -> 1.73, 640x480 1.69 -> 1.25 mm: the ratio is 0.57-0.74. The assertion asks for a ratio
-    below 0.8 overall and an improvement in every frame, and MPVPE under 2 mm after the stage.
+    2.08 -> 1.30 mm (per frame 2.45 / 1.85 / 1.94 -> 1.35 / 1.24 / 1.30), MPJPE 1.87 -> 1.04 mm
+    (before issue 20's priors, weights and smaller silhouette steps: 2.55 -> 1.46 mm, MPJPE 2.43 ->
+    1.19; then other draws of the same kind of session gave ratios of 0.57-0.74). The assertion
+    asks for a ratio below 0.8 overall and an improvement in every frame, and MPVPE under 2 mm after
+    the stage.
     """
     fs = FitSettings()
     sel = [0, 1, 2]
@@ -476,12 +480,17 @@ def keypoint_fits(layer, synth):
 def test_frames_of_a_batch_are_fitted_independently(keypoint_fits):
     """Keypoint stages: frame 0 fitted with frame 2 equals frame 0 fitted alone.
 
-    Measured: bit-identical parameters; vertices equal to 1.5e-8 m (float rounding of the batched
-    forward). Tolerances 1e-6 rad / 1e-7 m / 1e-6 m.
+    Measured before issue 20 (fixed-weight anatomical prior, Adam's eps 1e-8): bit-identical
+    parameters; vertices equal to 1.5e-8 m (float rounding of the batched forward). With the
+    default prior (the realistic generator's statistics, a non-zero mean), the per-frame evidence
+    weights and Adam's eps at 0.1: parameters to 8.2e-6 rad, translation 2.0e-7 m, vertices
+    2.7e-7 m (float32 rounding of batched products, carried along directions the keypoints hardly
+    see; the same with the fixed weights). Tolerances 5e-5 rad / 1e-6 m / 1e-6 m, far below any
+    coupling through the data.
     """
     pair, alone = keypoint_fits[2], keypoint_fits[1]
-    np.testing.assert_allclose(pair.pose[0], alone.pose[0], atol=1e-6)
-    np.testing.assert_allclose(pair.trans[0], alone.trans[0], atol=1e-7)
+    np.testing.assert_allclose(pair.pose[0], alone.pose[0], atol=5e-5)
+    np.testing.assert_allclose(pair.trans[0], alone.trans[0], atol=1e-6)
     assert np.abs(pair.vertices[0] - alone.vertices[0]).max() < 1e-6
     np.testing.assert_array_equal(pair.betas, alone.betas)  # frozen
 
@@ -538,16 +547,185 @@ def test_anatomical_prior_keeps_the_surface_that_keypoints_cannot_see(layer, rig
 
     With the isotropic prior the fit turns the tucked thumb of this hand about its bone and
     bends the next joints to put the keypoints back; the anatomical prior (no twist, hinges)
-    keeps the surface. Measured: MPJPE 0.23 / 0.23 mm, MPVPE isotropic 1.66 mm, anatomical
-    0.78 mm (the thumb's vertices 3.75 / 1.17 mm).
+    keeps the surface. Both with the fixed weight of before issue 20 (with the default evidence
+    weighting, exact keypoints leave any prior almost no weight). Measured: MPJPE 0.22 / 0.24 mm,
+    MPVPE isotropic 1.70 mm, anatomical 0.82 mm (before the robust initial alignment: 1.66 / 0.78).
     """
     inputs = _exact_inputs(rig, truth)
-    res_iso = fit_batch(layer, inputs, FitSettings(pose_prior="isotropic"))
-    res_ana = fit_batch(layer, inputs, FitSettings())
-    assert FitSettings().pose_prior == "anatomical"
+    fixed = FitSettings(prior_weighting="fixed", w_temporal=0.0)  # the prior's own weight, not the evidence's
+    res_iso = fit_batch(layer, inputs, replace(fixed, pose_prior="isotropic"))
+    res_ana = fit_batch(layer, inputs, replace(fixed, pose_prior="anatomical"))
     for res in (res_iso, res_ana):
         assert metrics.mpjpe(res.joints, truth.joints) < 0.5
     v_iso, v_ana = metrics.mpvpe(res_iso.vertices, truth.vertices), metrics.mpvpe(res_ana.vertices, truth.vertices)
     assert v_ana < 0.7 * v_iso, (v_ana, v_iso)
     with pytest.raises(HandannoError, match="pose_prior"):
         fit_batch(layer, inputs, FitSettings(pose_prior="pca", iters_3d=1, iters_2d=1))
+
+
+# ----------------------------------------------------------------------------------------
+# issue 20: priors that yield to evidence, the temporal term, the fitter's capacity
+# ----------------------------------------------------------------------------------------
+def test_pose_prior_loss_about_a_mean():
+    std = torch.full((45,), 0.5, dtype=F64)
+    eye = torch.eye(45, dtype=F64)
+    mean = torch.as_tensor(np.random.default_rng(9).normal(scale=0.3, size=45))
+    assert losses.pose_prior_loss(mean[None], eye, std, mean)[0] == 0  # no cost at the mean
+    x = torch.zeros(1, 45, dtype=F64)
+    np.testing.assert_allclose(losses.pose_prior_loss(x, eye, std, mean).numpy(), [((mean / 0.5) ** 2).sum().item()])
+    np.testing.assert_allclose(losses.pose_prior_loss(x + mean, eye, std, mean).numpy(),
+                               losses.pose_prior_loss(x, eye, std).numpy(), atol=1e-12)  # fmt: skip
+
+
+def test_temporal_acceleration_loss_leaves_constant_speed_alone():
+    """Order 2: a hand moving at constant speed costs nothing (order 1 would hold it still); a jolt
+    in one frame costs in the three runs of three that contain it; a gap breaks the runs."""
+    rng = np.random.default_rng(10)
+    x0, v = rng.normal(scale=0.05, size=(21, 3)), rng.normal(scale=0.003, size=(21, 3))
+    joints = torch.as_tensor(np.stack([x0 + t * v for t in range(6)]))
+    every = torch.ones(5, dtype=torch.bool)
+    assert torch.all(losses.temporal_loss(joints, every, order=2).abs() < 1e-18)
+    assert losses.temporal_loss(joints, every, order=1).min() > 0
+    jolt = joints.clone()
+    jolt[2] += 0.001
+    out = losses.temporal_loss(jolt, every, order=2)
+    a = 3 * 0.001**2  # a run with the jolt at its end: |0.001 per axis|^2 over 3 axes (the same for every keypoint)
+    np.testing.assert_allclose(out.sum().item(), (4 + 1 + 1) * a, rtol=1e-9)  # runs (1,2,3): 4a; (0,1,2), (2,3,4): a
+    assert out[5] < 1e-18 and out[0] > 1e-7 and out[4] > 1e-7  # frame 5 only in run (3, 4, 5): no jolt there
+    gap = torch.tensor([True, True, False, True, True])  # frames 0-2 and 3-5
+    out = losses.temporal_loss(jolt, gap, order=2)
+    np.testing.assert_allclose(out.sum().item(), 1 * a, rtol=1e-9)  # only run (0,1,2) holds frame 2
+    assert torch.all(out[3:] < 1e-18)
+    with pytest.raises(ValueError, match="order"):
+        losses.temporal_loss(joints, every, order=3)
+
+
+def _noisy_inputs(rig, motion, noise_px: float, seed: int, cameras: list[int] | None = None) -> FitInputs:
+    """Projections of ``motion``'s keypoints into ``rig`` (or its ``cameras``) + Gaussian noise, all conf 1."""
+    cams = list(range(len(rig))) if cameras is None else cameras
+    uv = np.stack([rig.project(j) for j in motion.joints])[:, cams]  # (B, C, 21, 2)
+    uv = uv + np.random.default_rng(seed).normal(scale=noise_px, size=uv.shape)
+    conf = np.ones(uv.shape[:3])
+    sub = rig.subset([rig.names[c] for c in cams]) if cameras is not None else rig
+    tri = np.stack([triangulate_robust(uv[b], conf[b], sub).points for b in range(len(uv))])
+    return FitInputs(uv_px=torch.as_tensor(uv, dtype=torch.float32), conf=torch.as_tensor(conf, dtype=torch.float32),
+                     cams=sub.tensors(), joints3d=torch.as_tensor(tri, dtype=torch.float32),
+                     neighbour=torch.ones(len(uv) - 1, dtype=torch.bool))  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def rig8():
+    return make_rig(8, (640, 480), seed=1)[0]
+
+
+@pytest.fixture(scope="module")
+def realistic(layer, model):
+    """8 frames of the realistic generator's motion (seed 2) at 15 fps."""
+    return make_motion(layer, np.asarray(model.hands_mean), "right", num_frames=8, fps=15.0, seed=2,
+                       postures="realistic")  # fmt: skip
+
+
+def test_prior_weight_falls_with_precise_keypoints_and_many_views(rig8, realistic):
+    """The MAP balance e = s^2 / sum(conf): 9x for 3 px against 1 px, ~4x for 2 views against 8,
+    so precise keypoints in many views outweigh the prior and noisy or few ones leave it the lead."""
+    from handanno.annotate.fit_mano import evidence_per_observation
+
+    truth = torch.as_tensor(realistic.joints, dtype=torch.float32)
+    e = {}
+    for name, noise, cams in (("1px8", 1.0, None), ("3px8", 3.0, None), ("1px2", 1.0, [0, 4])):
+        e[name] = evidence_per_observation(truth, _noisy_inputs(rig8, realistic, noise, seed=11, cameras=cams))
+    assert e["1px8"].shape == (8,)
+    ratio_noise = float((e["3px8"] / e["1px8"]).median())
+    ratio_views = float((e["1px2"] / e["1px8"]).median())
+    assert 6.0 < ratio_noise < 13.0, ratio_noise
+    assert 3.0 < ratio_views < 8.0, ratio_views  # 4x fewer observations, fewer degrees of freedom left
+    # at 1 px over 8 views the prior counts far less than the fixed weight (0.02), at 3 px about as much or more
+    assert float(e["1px8"].median()) < 0.5 * FitSettings().w_pose_prior < float(e["3px8"].median())
+
+
+def test_with_precise_keypoints_in_eight_views_the_fit_beats_triangulation(layer, rig8, realistic):
+    """1 px, 8 views, realistic postures, keypoints only: the evidence-weighted fit is well below the
+    robust triangulation and below the fixed-weight anatomical fit of before issue 20.
+
+    Measured (8 frames, seed 2): triangulation 0.532 mm, fixed anatomical prior 0.443, default 0.307.
+    """
+    inputs = _noisy_inputs(rig8, realistic, 1.0, seed=12)
+    tri = metrics.mpjpe(inputs.joints3d.double().numpy(), realistic.joints)
+    old = FitSettings(pose_prior="anatomical", prior_weighting="fixed", w_temporal=0.0)
+    mpjpe_old = metrics.mpjpe(fit_batch(layer, inputs, old).joints, realistic.joints)
+    mpjpe_new = metrics.mpjpe(fit_batch(layer, inputs, FitSettings()).joints, realistic.joints)
+    msg = f"triangulation {tri:.3f}, fixed anatomical {mpjpe_old:.3f}, default {mpjpe_new:.3f} mm"
+    assert mpjpe_new < 0.75 * tri, msg
+    assert mpjpe_new < 0.9 * mpjpe_old, msg
+
+
+def test_temporal_term_smooths_consecutive_frames(layer, rig8, realistic):
+    """3 px keypoints of a smooth motion: the acceleration term lowers MPJPE (measured 8 frames:
+    1.027 -> 0.732 mm); frames that are not neighbours are fitted as without it."""
+    inputs = _noisy_inputs(rig8, realistic, 3.0, seed=13)
+    with_t = fit_batch(layer, inputs, FitSettings())
+    without = fit_batch(layer, inputs, FitSettings(w_temporal=0.0))
+    e_with, e_without = metrics.mpjpe(with_t.joints, realistic.joints), metrics.mpjpe(without.joints, realistic.joints)
+    assert e_with < 0.85 * e_without, (e_with, e_without)
+    apart = replace(inputs, neighbour=torch.zeros(7, dtype=torch.bool))
+    frozen = {"fit_shape": False}
+    a = fit_batch(layer, apart, FitSettings(**frozen), init_betas=realistic.betas)
+    b = fit_batch(layer, apart, FitSettings(w_temporal=0.0, **frozen), init_betas=realistic.betas)
+    np.testing.assert_allclose(a.pose, b.pose, atol=1e-6)
+
+
+@pytest.fixture(scope="module", params=["realistic", "anatomical"])
+def exact_capture(request, tmp_path_factory, layer) -> tuple[str, SessionData]:
+    """8 cameras, 3 frames, 640x480 of each generator's postures: exact keypoints, exact masks (masks_gt)."""
+    out = tmp_path_factory.mktemp("capacity") / request.param
+    synthesize(SynthSettings(out_dir=out, num_cameras=8, num_frames=3, image_size=(640, 480), write_calib=False,
+                             postures=request.param, progress=False))  # fmt: skip
+    return request.param, SessionData(out, layer)
+
+
+def _fit_with_masks(layer, data: SessionData, fs: FitSettings, start=None):
+    """The keypoint fit, then the silhouette fit against the exact masks, as ``fit.fit_frames`` runs them."""
+    sel = [0, 1, 2]
+    inputs = data.inputs(sel)
+    kp = fit_batch(layer, inputs, replace(fs, iters_sil=0), *(start or ()))
+    with_masks = data.with_masks(inputs, sel, kp.vertices, fs)
+    return kp, fit_batch(layer, with_masks, replace(fs, iters_3d=0, iters_2d=0), kp.pose, kp.trans, kp.betas,
+                         silhouette_renderer(layer.faces, fs))  # fmt: skip
+
+
+def test_capacity_the_truth_is_a_fixed_point_of_the_fit(layer, exact_capture):
+    """Exact keypoints and exact masks, the default settings, started at the true parameters: the
+    priors (their weights follow the keypoints' noise, here ~0) and the schedule keep the fit at
+    the truth, so they never hide what the model can do.
+
+    Measured (seed 0): realistic MPVPE 0.19 mm after the keypoint stages, 0.21 after silhouettes
+    (MPJPE 0.02 / 0.17); anatomical 0.21 / 0.22 (0.02 / 0.13). With Adam's eps at 1e-8 the stages
+    walked off along directions the data hardly see (0.43 / 0.41 mm); with the fixed-weight priors
+    of before issue 20, 0.65 / 0.61 mm (realistic).
+    """
+    postures, data = exact_capture
+    gt = [read_fit(data.session.fit_path(f, "ground_truth")) for f in data.session.frames]
+    start = (np.stack([g["pose"] for g in gt]), np.stack([g["trans"] for g in gt]), np.asarray(gt[0]["betas"]))
+    kp, sil = _fit_with_masks(layer, data, FitSettings(), start)
+    for name, res in (("keypoints", kp), ("silhouettes", sil)):
+        mpvpe = metrics.mpvpe(res.vertices, data.gt_vertices)
+        assert mpvpe <= 0.3, f"{postures}, {name}: MPVPE {mpvpe:.3f} mm from the truth"
+
+
+@pytest.mark.slow
+def test_capacity_from_the_rigid_start(layer, exact_capture):
+    """Exact keypoints and masks from the usual start (mean hand aligned to the triangulation), a
+    longer schedule (1000 keypoint, 150 silhouette iterations, silhouette steps at half the rate).
+
+    Measured (seed 0): MPVPE 0.42 mm (realistic) and 0.39 mm (anatomical), MPJPE 0.11 / 0.13 mm;
+    much of it the shape (rest-pose mesh 0.33 mm off) and the twist of a few joints (5-10 deg), which
+    neither the keypoints nor 8 silhouettes at 128 px pin down and Adam approaches slowly; with the
+    default schedule 0.83 / 0.83 mm (shape 0.68 / 0.65). Issue 20 asked for 0.3 mm here: not
+    reached (see docs/performance.md); this bound keeps what is.
+    """
+    postures, data = exact_capture
+    long = FitSettings(iters_2d=1000, iters_sil=150, lr_sil_fraction=0.5)
+    _, sil = _fit_with_masks(layer, data, long)
+    mpvpe = metrics.mpvpe(sil.vertices, data.gt_vertices)
+    assert mpvpe <= 0.55, f"{postures}: MPVPE {mpvpe:.3f} mm"
+    assert metrics.mpjpe(sil.joints, data.gt_joints) <= 0.2

@@ -145,7 +145,10 @@ def test_some_views_lose_part_of_the_hand():
     """Like a real rig: one camera (the close one) sees fingers leave the image, others see it all."""
     rig, roles = synth.make_rig(8, (640, 480), seed=0)
     model = load_hand_model("right")
-    hand_motion = motion.make_motion(ManoLayer(model), model.hands_mean, "right", 50, 15.0, seed=0)
+    # the anatomical generator's hand of seed 0 (the realistic generator curls the fingers of seed 0
+    # into a hook: with it, fingers leave the close camera in sessions 2, 3 and 5 of 0-5)
+    hand_motion = motion.make_motion(ManoLayer(model), model.hands_mean, "right", 50, 15.0, seed=0,
+                                     postures="anatomical")  # fmt: skip
     uv = np.stack([cam.project(hand_motion.joints.reshape(-1, 3)).reshape(50, NUM_JOINTS, 2) for cam in rig])  # C,T,J,2
     inside = (uv[..., 0] >= 0) & (uv[..., 0] <= 639) & (uv[..., 1] >= 0) & (uv[..., 1] <= 479)
     close = rig.names.index(next(n for n, r in roles.items() if r == "close"))
