@@ -23,8 +23,6 @@ Decoding is OpenCV's (PyAV is not installed). Prints one line per measurement.
 from __future__ import annotations
 
 import argparse
-import hashlib
-import json
 import logging
 import os
 import shutil
@@ -33,18 +31,14 @@ import time
 from pathlib import Path
 
 import cv2
-import numpy as np
 
 from handanno.calibration.rig_io import parse_image_size
 from handanno.capture.video_io import scan_video
 from handanno.capture.videos import ImportSettings, import_videos
 from handanno.synth.capture import SynthSettings, synthesize
+from handanno.synth.videos import VideoOracle, write_shifted_videos
 
 SHIFTS = (0, -7, 12, 5, -3)
-
-
-def _digest(img: np.ndarray) -> str:
-    return hashlib.sha1(np.ascontiguousarray(img).tobytes()).hexdigest()
 
 
 def make_videos(root: Path, cameras: int, frames: int, size: tuple[int, int]):
@@ -52,41 +46,11 @@ def make_videos(root: Path, cameras: int, frames: int, size: tuple[int, int]):
     synth = root / "synth"
     res = synthesize(SynthSettings(out_dir=synth, num_cameras=cameras, num_frames=frames, image_size=size,
                                    calib_views=0, write_keypoints=False, seed=1))
-    rig = res.rig
-    offsets = {cam: SHIFTS[i % len(SHIFTS)] if i else 0 for i, cam in enumerate(rig.names)}
+    offsets = {cam: SHIFTS[i % len(SHIFTS)] if i else 0 for i, cam in enumerate(res.rig.names)}
     margin = max(abs(k) for k in offsets.values())
-    length = frames - 2 * margin
-    joints = {int(p.stem): np.array(json.loads(p.read_text())["joints"]) for p in (synth / "ground_truth").glob("*")}
-    videos, table = [], {}
-    for cam in rig.names:
-        first = margin - offsets[cam]  # video frame j shows synthetic frame first + j
-        path = root / "videos" / f"{cam}.mp4"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        vw = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 15.0, size)
-        for j in range(length):
-            vw.write(cv2.imread(str(synth / "images" / cam / f"{first + j:06d}.jpg")))
-        vw.release()
-        cap = cv2.VideoCapture(str(path))
-        j = 0
-        while True:
-            ok, img = cap.read()
-            if not ok:
-                break
-            table[_digest(img)] = (cam, first + j)
-            j += 1
-        videos.append(path)
-
-    def oracle(image: np.ndarray):
-        key = table.get(_digest(image))
-        if key is None:
-            return None
-        cam, frame = key
-        uv = rig[cam].project(joints[frame])
-        w, h = rig[cam].image_size
-        inside = (uv[:, 0] >= -0.5) & (uv[:, 0] <= w - 0.5) & (uv[:, 1] >= -0.5) & (uv[:, 1] <= h - 0.5)
-        return np.concatenate([uv, inside[:, None].astype(float)], axis=1) if inside.any() else None
-
-    return videos, synth / "rig.json", offsets, oracle
+    starts = {cam: margin - k for cam, k in offsets.items()}  # video frame j shows synthetic frame start + j
+    videos = write_shifted_videos(synth, root / "videos", starts, dict.fromkeys(starts, frames - 2 * margin))
+    return videos, synth / "rig.json", offsets, VideoOracle(synth, videos, starts)
 
 
 def trimmed(video: Path, folder: Path, drop: int) -> Path:

@@ -9,10 +9,8 @@ the projection of that frame's ground-truth joints: a perfect detector.
 
 from __future__ import annotations
 
-import hashlib
 import json
 
-import cv2
 import numpy as np
 import pytest
 
@@ -21,14 +19,11 @@ from handanno.capture.sync import SyncSettings, choose_samples, estimate_offsets
 from handanno.capture.videos import ImportSettings, import_videos
 from handanno.errors import HandannoError
 from handanno.synth.capture import SynthSettings, synthesize
+from handanno.synth.videos import VideoOracle, write_shifted_videos
 
 OFFSETS = {"cam0": 0, "cam1": -7, "cam2": 12}
 FIRST = 14  # synthetic frame shown by frame 0 of cam0's video
 LENGTHS = {"cam0": 60, "cam1": 55, "cam2": 70}
-
-
-def _digest(img: np.ndarray) -> str:
-    return hashlib.sha1(np.ascontiguousarray(img).tobytes()).hexdigest()
 
 
 @pytest.fixture(scope="module")
@@ -36,57 +31,21 @@ def synced_capture(tmp_path_factory):
     """``(videos, rig.json, oracle)`` of a synthetic capture whose videos are shifted by OFFSETS."""
     root = tmp_path_factory.mktemp("sync")
     synth = root / "synth"
-    res = synthesize(SynthSettings(out_dir=synth, num_cameras=3, num_frames=80, image_size=(160, 120),
-                                   calib_views=0, write_keypoints=False, image_noise_std=0.0, seed=3))
-    rig = res.rig
-    joints = {int(p.stem): np.array(json.loads(p.read_text())["joints"])
-              for p in (synth / "ground_truth").glob("*.json")}
-    videos, table = [], {}
-    for cam in rig.names:
-        first = FIRST - OFFSETS[cam]  # video frame j shows synthetic frame first + j
-        frames = [cv2.imread(str(synth / "images" / cam / f"{first + j:06d}.jpg")) for j in range(LENGTHS[cam])]
-        path = root / "videos" / f"{cam}.mp4"
-        path.parent.mkdir(exist_ok=True)
-        vw = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 15.0, (160, 120))
-        for f in frames:
-            vw.write(f)
-        vw.release()
-        videos.append(path)
-        cap = cv2.VideoCapture(str(path))
-        j = 0
-        while True:
-            ok, img = cap.read()
-            if not ok:
-                break
-            table[_digest(img)] = (cam, first + j)
-            j += 1
-        cap.release()
-        assert j == LENGTHS[cam]
-    calls = {"n": 0, "unknown": 0}
-
-    def oracle(image: np.ndarray) -> np.ndarray | None:
-        calls["n"] += 1
-        key = table.get(_digest(image))
-        if key is None:
-            calls["unknown"] += 1
-            return None
-        cam, frame = key
-        uv = rig[cam].project(joints[frame])
-        w, h = rig[cam].image_size
-        inside = (uv[:, 0] >= -0.5) & (uv[:, 0] <= w - 0.5) & (uv[:, 1] >= -0.5) & (uv[:, 1] <= h - 0.5)
-        if not inside.any():
-            return None
-        return np.concatenate([uv, inside[:, None].astype(float)], axis=1)
-
-    return videos, synth / "rig.json", oracle, calls
+    synthesize(SynthSettings(out_dir=synth, num_cameras=3, num_frames=80, image_size=(160, 120), calib_views=0,
+                             write_keypoints=False, image_noise_std=0.0, seed=3))  # fmt: skip
+    starts = {cam: FIRST - k for cam, k in OFFSETS.items()}  # video frame j shows synthetic frame first + j
+    videos = write_shifted_videos(synth, root / "videos", starts, LENGTHS)
+    oracle = VideoOracle(synth, videos, starts)
+    assert oracle.decoded == LENGTHS
+    return videos, synth / "rig.json", oracle
 
 
 def test_sync_with_an_oracle_recovers_the_offsets_exactly(synced_capture, tmp_path):
-    videos, rig, oracle, calls = synced_capture
+    videos, rig, oracle = synced_capture
     out = tmp_path / "session"
     rep = import_videos(ImportSettings(out=out, videos=videos, rig=rig, sync="hand"), detector=oracle)
     assert rep.offsets == OFFSETS
-    assert calls["unknown"] == 0 and calls["n"] > 0  # every decoded frame was one the oracle knows
+    assert oracle.unknown == 0 and oracle.calls > 0  # every decoded frame was one the oracle knows
     assert rep.sync["residual_px"] < 0.05, rep.sync
     for cam in ("cam1", "cam2"):
         c = rep.sync["cameras"][cam]
@@ -100,9 +59,9 @@ def test_sync_with_an_oracle_recovers_the_offsets_exactly(synced_capture, tmp_pa
     rec = json.loads((out / "import.json").read_text())
     assert rec["offsets"] == OFFSETS and rec["sync"]["offsets"] == OFFSETS
     # a re-run reads the offsets back and does nothing
-    calls["n"] = 0
+    oracle.calls = 0
     again = import_videos(ImportSettings(out=out, videos=videos, rig=rig, sync="hand"), detector=oracle)
-    assert again.nothing_to_do and again.offsets == OFFSETS and calls["n"] == 0
+    assert again.nothing_to_do and again.offsets == OFFSETS and oracle.calls == 0
 
 
 def test_estimate_offsets_pure_two_cameras_and_errors():
@@ -138,7 +97,7 @@ def test_estimate_offsets_pure_two_cameras_and_errors():
 
 
 def test_sample_errors_is_zero_for_consistent_views_and_nan_without_keypoints(synced_capture):
-    _, rig_path, _, _ = synced_capture
+    _, rig_path, _ = synced_capture
     rig = read_rig(rig_path)
     pts = np.random.default_rng(1).normal(scale=0.03, size=(21, 3))
     kp = np.stack([np.concatenate([c.project(pts), np.ones((21, 1))], axis=1) for c in rig])[None]
