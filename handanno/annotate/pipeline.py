@@ -167,14 +167,19 @@ def run_pipeline(settings: PipelineSettings) -> PipelineReport:
         return _run_pipeline(settings)
 
 
+def _lap(timings: dict[str, float], name: str, t0: float) -> float:
+    """Add the seconds since ``t0`` to ``timings[name]``; return now."""
+    now = time.perf_counter()
+    timings[name] = timings.get(name, 0.0) + now - t0
+    return now
+
+
 def _run_pipeline(settings: PipelineSettings) -> PipelineReport:
     t_start = time.perf_counter()
     timings: dict[str, float] = {}
 
     def lap(name: str, t0: float) -> float:
-        now = time.perf_counter()
-        timings[name] = timings.get(name, 0.0) + now - t0
-        return now
+        return _lap(timings, name, t0)
 
     if settings.hand not in ("right", "left"):
         raise HandannoError(f"--hand {settings.hand!r}: choose right or left")
@@ -291,11 +296,6 @@ class _Fitter:
         self.faces = layer.faces.cpu().numpy()
         self.records: dict[str, dict] = {}  # {frame: its fit record}
 
-    def _lap(self, name: str, t0: float) -> float:
-        now = time.perf_counter()
-        self.timings[name] = self.timings.get(name, 0.0) + now - t0
-        return now
-
     def fit(self, sel: np.ndarray, kp_all: np.ndarray, refit: bool = False) -> dict[int, np.ndarray]:
         """Triangulate, fit (+ segment) and judge the frames ``sel``; write their fit records.
 
@@ -315,7 +315,7 @@ class _Fitter:
         frames, kp = [session.frames[b] for b in sel], kp_all[sel]
         t = time.perf_counter()
         tri = triangulate_frames(session.rig, kp, s.min_keypoint_conf, s.triangulation_max_px)
-        self._lap("triangulate", t)
+        _lap(self.timings, "triangulate", t)
         fs = replace(s, force=True) if refit else s
         per_frame = []  # (row in the batch, its fit, its row in that fit, its masks)
         res, masks = fit_and_segment(self.layer, session, frames, sel, kp, tri, self.betas, fs, self.timings)
@@ -345,7 +345,7 @@ class _Fitter:
             write_json(session.fit_path(frames[i]), rec)
             self.records[frames[i]] = rec
             fitted[int(sel[i])] = r.joints[row]
-        self._lap("quality+write", t)
+        _lap(self.timings, "quality+write", t)
         return fitted
 
 

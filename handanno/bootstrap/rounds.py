@@ -48,7 +48,7 @@ from pathlib import Path
 from handanno.annotate.fit_mano import FitSettings
 from handanno.annotate.pipeline import PipelineSettings, run_pipeline
 from handanno.annotate.quality import AcceptSettings
-from handanno.annotate.session_io import Session, keypoints_made_by_handanno, open_session
+from handanno.annotate.session_io import Session, keypoints_made_by_handanno, open_session, readable_fit
 from handanno.bootstrap.metrics import better, progressed, round_metrics
 from handanno.bootstrap.visibility import MeshVisibility
 from handanno.data.files_io import read_json, write_json
@@ -267,8 +267,6 @@ def _train_round(
 
 
 def _accepted_frames(session: Session) -> list[str]:
-    from handanno.annotate.session_io import readable_fit
-
     return [f for f in session.frames if (r := readable_fit(session.fit_path(f))) and r["quality"].get("accepted")]
 
 
