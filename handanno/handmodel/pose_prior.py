@@ -15,7 +15,7 @@ Where the statistics come from:
   ``hands_components`` but not the coefficients, so they are read again from the model's file
   (found from the layer: the open model's asset, or ``$HANDANNO_MODEL_DIR``; or registered with
   :func:`register_model_file`), matched by ``hands_mean``.
-- :func:`generator_statistics`: postures of :mod:`handanno.synth.motion` (by default the
+- :func:`generator_statistics`: postures of :mod:`handanno.handmodel.articulations` (by default the
   ``realistic`` generator, whose ranges come from the hand-kinematics literature), posed on the
   model's own anatomical axes; cheap (about 0.3 s, once per process and model) and deterministic.
 
@@ -175,9 +175,9 @@ GENERATOR_SEED = 20240620
 def generator_statistics(layer, postures: str = "realistic", min_std_rad: float = MIN_STD_RAD,
                          sessions: int = GENERATOR_SESSIONS, frames: int = GENERATOR_FRAMES,
                          seed: int = GENERATOR_SEED) -> PoseStatistics:  # fmt: skip
-    """Pose statistics of :mod:`handanno.synth.motion`'s ``postures`` generator on ``layer``'s mean hand.
+    """Pose statistics of :mod:`handanno.handmodel.articulations`' ``postures`` generator on ``layer``'s mean hand.
 
-    ``sessions`` independent sessions of ``frames`` frames 1 s apart (:func:`handanno.synth.motion.
+    ``sessions`` independent sessions of ``frames`` frames 1 s apart (:func:`handanno.handmodel.articulations.
     sample_articulations`), articulations on the anatomical axes of the model's flat mean-shape
     hand, relative to ``hands_mean``. Deterministic; cached per process.
 
@@ -191,8 +191,8 @@ def generator_statistics(layer, postures: str = "realistic", min_std_rad: float 
     """
     import torch
 
+    from handanno.handmodel.articulations import sample_articulations
     from handanno.handmodel.hand_axes import hand_axes
-    from handanno.synth.motion import sample_articulations
 
     hm = layer.pose_mean[3:].detach().double().cpu().numpy()
     skeleton = layer.J_template.detach().double().cpu().numpy().round(6).tobytes()

@@ -114,10 +114,10 @@ class SynthSettings:
             levels; 0 makes the background pixels of every frame equal to
             :func:`make_background`.
         fps: frame rate of the motion (sets how far the hand moves between frames).
-        postures: the articulation generator (:data:`handanno.synth.motion.POSTURES`):
-            ``"realistic"`` (:func:`~handanno.synth.motion.realistic_articulation_trajectory`:
+        postures: the articulation generator (:data:`handanno.handmodel.articulations.POSTURES`):
+            ``"realistic"`` (:func:`~handanno.handmodel.articulations.realistic_articulation_trajectory`:
             published ranges of motion, twist at the knuckles, oblique hinges, fists and grips)
-            or ``"anatomical"`` (:func:`~handanno.synth.motion.articulation_trajectory`: flexion
+            or ``"anatomical"`` (:func:`~handanno.handmodel.articulations.articulation_trajectory`: flexion
             about the fitter's own anatomical axes, the generator before issue 20). The default
             stays ``"anatomical"`` for now: tests of other stages (re-detection) hold fixtures
             measured on its postures; benchmarks of the fitter use ``"realistic"`` (see
@@ -172,7 +172,7 @@ class SynthSettings:
             raise HandannoError("noise levels must be >= 0")
         if self.calib_views < 0:
             raise HandannoError("--calib-views must be >= 0")
-        from handanno.synth.motion import POSTURES
+        from handanno.handmodel.articulations import POSTURES
 
         if self.postures not in POSTURES:
             raise HandannoError(f"--postures must be one of {', '.join(POSTURES)}, got {self.postures!r}")

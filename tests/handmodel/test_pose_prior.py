@@ -12,10 +12,10 @@ from handanno.annotate import losses
 from handanno.annotate.fit_mano import FitSettings, pose_prior_basis
 from handanno.errors import HandannoError
 from handanno.handmodel import pose_prior
+from handanno.handmodel.articulations import sample_articulations
 from handanno.handmodel.hand_axes import hand_axes, joint_bases
 from handanno.handmodel.mano import HandModelData, ManoLayer
 from handanno.handmodel.model_io import OPEN_MODEL_FILES, load_hand_model, read_model_pickle
-from handanno.synth.motion import sample_articulations
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -11,6 +11,7 @@ from click.testing import CliRunner
 from handanno.annotate.quality import JOINT_LIMITS_DEG
 from handanno.cli import main
 from handanno.errors import HandannoError
+from handanno.handmodel import articulations
 from handanno.handmodel.hand_axes import hand_axes, joint_bases
 from handanno.handmodel.mano import ManoLayer
 from handanno.handmodel.model_io import load_hand_model
@@ -34,7 +35,7 @@ def test_realistic_postures_stay_inside_the_anatomical_ranges_with_margin(hand):
     """Every joint angle on its [twist, flex, side] axes stays 7 deg or more inside the ranges the
     fit's acceptance test allows (the thumb's CMC is free), for both hands."""
     side, _, _, axes = hand
-    x = motion.sample_articulations(axes, 150, "realistic", seed=1, frames=4)
+    x = articulations.sample_articulations(axes, 150, "realistic", seed=1, frames=4)
     deg = np.degrees(np.einsum("jab,njb->nja", joint_bases(axes), x))  # (N, 15, 3)
     margin = np.minimum(deg - JOINT_LIMITS_DEG[..., 0], JOINT_LIMITS_DEG[..., 1] - deg).min(0)
     assert margin.min() > 7.0, (side, margin.round(1))
@@ -47,7 +48,7 @@ def test_realistic_postures_span_fists_and_open_hands(hand):
     bases = joint_bases(axes)
     curls, twist = [], []
     for seed in range(40):
-        x = motion.realistic_articulation_trajectory(axes, 10, 15.0, np.random.default_rng(seed))
+        x = articulations.realistic_articulation_trajectory(axes, 10, 15.0, np.random.default_rng(seed))
         c = np.degrees(np.einsum("jab,tjb->tja", bases, x)).mean(0)  # (15, 3)
         curls.append(c[[0, 3, 6, 9], 1].mean() + c[[1, 4, 7, 10], 1].mean())  # MCP + PIP flexion
         twist.append(np.abs(c[:12, 0]).mean())
@@ -77,7 +78,7 @@ def test_the_generators_differ_and_bad_names_are_refused(hand):
     with pytest.raises(HandannoError, match="postures"):
         motion.make_motion(layer, model.hands_mean, side, 3, 15.0, seed=0, postures="mano")
     with pytest.raises(HandannoError, match="postures"):
-        motion.sample_articulations(axes, 2, "mano")
+        articulations.sample_articulations(axes, 2, "mano")
     with pytest.raises(HandannoError, match="--postures"):
         SynthSettings("out", postures="mano")
     assert SynthSettings("out").postures == "anatomical"  # the default, for now (see SynthSettings)

@@ -20,6 +20,7 @@ from handanno.calibration.rig_io import read_rig
 from handanno.cli import main
 from handanno.data.conventions import NUM_BETAS, NUM_JOINTS, NUM_POSE
 from handanno.errors import HandannoError
+from handanno.handmodel import articulations
 from handanno.handmodel.mano import ManoLayer
 from handanno.handmodel.model_io import OPEN_MODEL_FILES, load_hand_model, read_model_pickle
 from handanno.synth import appearance, boards, keypoints, motion, raycast
@@ -178,7 +179,7 @@ def test_sessions_hold_different_postures():
     mcp = [0, 3, 9, 6]  # index, middle, ring, pinky MCP (MANO joints 1, 4, 10, 7)
     means, within = [], []
     for seed in range(12):
-        art = motion.articulation_trajectory(axes, 25, 15.0, np.random.default_rng(seed))  # (T, 15, 3)
+        art = articulations.articulation_trajectory(axes, 25, 15.0, np.random.default_rng(seed))  # (T, 15, 3)
         flex = np.degrees(np.einsum("tjk,jk->tj", art[:, mcp], axes.flex[mcp]))  # (T, 4)
         means.append(flex.mean(0))
         within.append(flex.max(0) - flex.min(0))
