@@ -557,9 +557,14 @@ def calibrate_cmd(calib_dir: str, board: str, out: str, fix_intrinsics: str | No
 @click.option("--model-dir", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
               help="Folder with MANO_RIGHT.pkl / MANO_LEFT.pkl (default: handanno's open hand model).")
 @click.option("--no-silhouette", is_flag=True, help="Fit to keypoints only (no masks).")
+@click.option("--accept", "accept_sets", multiple=True, metavar="KEY=VALUE",
+              help="Change one acceptance threshold of the rounds' fits (which fits become training labels), "
+                   "e.g. --accept min_view_mask_iou=0.7; the keys are handanno fit's --max-*/--min-* options "
+                   "with underscores. Default: fit's thresholds with max_view_reproj_rel=0.10.")
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="torch threads on the CPU.")
 def bootstrap_cmd(session: Path, rounds: int, init: str, weights: Path | None, out: Path | None, epochs: int,
-                  device: str, hand: str, model_dir: Path | None, no_silhouette: bool, threads: int | None) -> None:
+                  device: str, hand: str, model_dir: Path | None, no_silhouette: bool, accept_sets: tuple[str, ...],
+                  threads: int | None) -> None:
     """Train the 2D detector on the rig's own fits, round by round (multiview bootstrapping).
 
     Round 0 detects with --init and fits; each round then fine-tunes a heatmap network on the
@@ -567,12 +572,14 @@ def bootstrap_cmd(session: Path, rounds: int, init: str, weights: Path | None, o
     detects every view again with it and refits. The session ends with the best round's
     keypoints, fits and labels; the per-round table is printed and kept in OUT/bootstrap.json.
     """
-    from handanno.bootstrap.rounds import BootstrapSettings, format_table, run_bootstrap
+    from handanno.annotate.quality import with_thresholds
+    from handanno.bootstrap.rounds import BOOTSTRAP_ACCEPT, BootstrapSettings, format_table, run_bootstrap
 
     _set_threads(threads)
+    accept = with_thresholds(BOOTSTRAP_ACCEPT, parse_sets(accept_sets), option="--accept")
     report = run_bootstrap(BootstrapSettings(session=session, out=out, rounds=rounds, init=init, weights=weights,
                                              epochs=epochs, device=device, hand=hand, model_dir=model_dir,
-                                             silhouette=not no_silhouette))  # fmt: skip
+                                             silhouette=not no_silhouette, accept=accept))  # fmt: skip
     click.echo(format_table(report.rows))
     click.echo(f"bootstrap: {report.stopped}; the session now holds round {report.best_round}'s keypoints and fits "
                f"({report.labels_written} label samples); {report.seconds / 60:.1f} min; rounds in {report.run_dir}")

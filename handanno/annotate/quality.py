@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 
 import numpy as np
 import torch
@@ -47,6 +47,7 @@ from handanno.calibration.camera import CameraRig
 from handanno.check import check_shape
 from handanno.data import metrics
 from handanno.data.conventions import BONES, JOINT_NAMES, NUM_JOINTS
+from handanno.errors import HandannoError
 from handanno.handmodel.hand_axes import hand_axes, joint_bases
 from handanno.handmodel.mano import ManoLayer
 
@@ -267,6 +268,23 @@ class AcceptSettings:
         return cls(**{f.name: 1e9 if f.name.startswith("max_") else 0.0
                       for f in fields(cls) if f.name.startswith(("max_", "min_")) and f.name != "min_views"},
                    outlier_views=1_000_000)  # fmt: skip
+
+
+def with_thresholds(accept: AcceptSettings, changes: dict, option: str = "thresholds") -> AcceptSettings:
+    """``accept`` with some thresholds changed, by field name; a clear error for an unknown name or a bad value.
+
+    >>> with_thresholds(AcceptSettings(), {"min_view_mask_iou": 0.7}).min_view_mask_iou
+    0.7
+    """
+    names = {f.name for f in fields(AcceptSettings)}
+    out = {}
+    for key, value in changes.items():
+        if key not in names:
+            raise HandannoError(f"{option}: unknown threshold {key!r}; known: {', '.join(sorted(names))}")
+        if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+            raise HandannoError(f"{option}: {key} takes a number >= 0, got {value!r}")
+        out[key] = int(value) if key in ("outlier_views", "min_views") else float(value)
+    return replace(accept, **out)
 
 
 

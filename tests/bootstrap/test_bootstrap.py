@@ -236,8 +236,14 @@ def test_bootstrap_command_maps_options_and_prints_the_table(session, weights, m
     monkeypatch.setattr(rounds, "run_bootstrap", fake)
     res = CliRunner().invoke(main, ["bootstrap", "--session", str(session), "--rounds", "2", "--init", "cpm",
                                     "--weights", str(weights), "--epochs", "3", "--device", "cpu",
-                                    "--no-silhouette"])  # fmt: skip
+                                    "--no-silhouette", "--accept", "min_view_mask_iou=0.7",
+                                    "--accept", "outlier_views=2"])  # fmt: skip
     assert res.exit_code == 0, res.output
     s = seen[0]
     assert (s.session, s.rounds, s.init, s.weights, s.epochs, s.silhouette) == (session, 2, "cpm", weights, 3, False)
+    assert (s.accept.min_view_mask_iou, s.accept.outlier_views) == (0.7, 2)
+    assert s.accept.max_view_reproj_rel == rounds.BOOTSTRAP_ACCEPT.max_view_reproj_rel  # the rest unchanged
+    for bad, says in (("min_view_iou=0.7", "unknown threshold 'min_view_iou'"), ("max_bone_dev=-1", "number >= 0")):
+        refused = CliRunner().invoke(main, ["bootstrap", "--session", str(session), "--accept", bad])
+        assert refused.exit_code != 0 and says in refused.output, refused.output
     assert "| 0 | 3/4 | 2.5 | 1/2 |" in res.output and "round 0's keypoints and fits (8 label samples)" in res.output
