@@ -786,4 +786,7 @@ def load_hand_model(side: str = "right", model_dir: str | os.PathLike | None = N
         d, note = fix_left_shapedirs(d, right, is_mano=is_mano, source=str(path))
         logger.info("%s: %s", path, note)
     logger.info("Using hand model %s (%s hand) from %s", name, side, path)
+    from handanno.handmodel.pose_prior import register_model_file
+
+    register_model_file(path)  # its hands_coeffs (if any) give the fit's articulation prior
     return HandModelData.from_arrays(d, side=side, name=name, is_mano=is_mano, source=str(path))

@@ -78,6 +78,21 @@ def test_a_mano_folder_with_hands_coeffs_gives_the_prior(tmp_path, monkeypatch, 
     assert not np.allclose(std_other.numpy(), st.stddev)  # the generator's statistics instead
 
 
+def test_a_model_folder_given_as_model_dir_gives_its_statistics(tmp_path, monkeypatch, make_mano_dict):
+    """``--model-dir`` (not only $HANDANNO_MODEL_DIR): loading the model registers its file, so the
+    fit's prior comes from that file's hands_coeffs."""
+    monkeypatch.delenv("HANDANNO_MODEL_DIR", raising=False)
+    monkeypatch.setattr(pose_prior, "_REGISTERED", [])
+    d = make_mano_dict(seed=5)
+    d["hands_coeffs"] = np.random.default_rng(6).normal(scale=0.3, size=(200, 45))
+    (tmp_path / "MANO_RIGHT.pkl").write_bytes(pickle.dumps(d, protocol=2))
+    assert pose_prior.model_statistics(d["hands_mean"], "right") is None  # not found before loading
+    pose_prior._CACHE.clear()
+    model = load_hand_model("right", model_dir=tmp_path)
+    st = pose_prior.model_statistics(np.asarray(model.hands_mean), "right")
+    assert st is not None and str(tmp_path / "MANO_RIGHT.pkl") in st.source and st.num_samples == 200
+
+
 def test_generator_statistics_are_deterministic_and_cached(open_layer):
     a = pose_prior.generator_statistics(open_layer, "realistic", sessions=40, frames=4)
     b = pose_prior.generator_statistics(open_layer, "realistic", sessions=40, frames=4)
