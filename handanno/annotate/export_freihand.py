@@ -47,6 +47,7 @@ from handanno.data.freihand import (
 )
 from handanno.data.freihand_io import PENDING_DIR, FreiHANDLabels, FreiHANDSample, FreiHANDWriter, read_freihand
 from handanno.data.lock_io import FolderLock
+from handanno.data.review_io import read_review
 from handanno.errors import HandannoError
 from handanno.handmodel.mano import ManoLayer
 from handanno.handmodel.model_io import load_hand_model
@@ -213,8 +214,11 @@ def labels_up_to_date(out_dir: Path, wanted: dict[str, str]) -> bool:
 
 def _wanted(session: Session, source: str, only_accepted: bool) -> tuple[list[tuple[str, dict, str]], dict[str, str]]:
     recs = _records(session, source)
-    if only_accepted and source == "fits":
-        recs = [(f, r, h) for f, r, h in recs if r.get("quality", {}).get("accepted", False)]
+    if only_accepted and source == "fits":  # the reviewer's decision (review.json) overrules the thresholds
+        review = read_review(session.root)
+        recs = [(f, r, h) for f, r, h in recs if review.keeps(f, r.get("quality", {}).get("accepted", False))]
+    # a view the reviewer ignores has no sample: the labels are made again when that changes
+    recs = [(f, r, h + "".join(f"-{c}" for c in session.ignored_views.get(f, ()))) for f, r, h in recs]
     return recs, {f: h for f, _, h in recs}
 
 
@@ -253,7 +257,9 @@ def export_session(
         source: ``"fits"`` or ``"ground_truth"``.
         out_dir: where to write (default ``session/labels``).
         only_accepted: skip frames whose quality record is not accepted (ground truth is
-            always accepted).
+            always accepted); a reviewer's decision in ``review.json`` overrules the record's
+            (:meth:`handanno.data.review_io.Review.keeps`), and views the reviewer ignores
+            have no sample (they are ``session.bad_views``).
         progress: show a tqdm bar.
         visibility: ``visibility(camera, joints_world (21, 3), vertices_world (V, 3)) -> (21,) bool``:
             which keypoints each sample's view sees; stored per sample (index.json ``"visible"``)

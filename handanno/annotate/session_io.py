@@ -9,6 +9,7 @@ Layout::
     DIR/fits/<frame>.json
     DIR/ground_truth/<frame>.json        synthetic sessions only
     DIR/masks_gt/<cam>/<frame>.png       synthetic sessions only
+    DIR/review.json                      a person's decisions (handanno review): views to leave out
 
 Every error names the file, camera or frame and says what to do.
 """
@@ -28,6 +29,7 @@ from handanno.calibration.rig_io import read_rig
 from handanno.data.conventions import NUM_JOINTS
 from handanno.data.files_io import atomic_write_bytes, read_image, read_json, write_json
 from handanno.data.image_files import image_damage, image_size_from_header, png_source, png_with_source
+from handanno.data.review_io import read_review
 from handanno.errors import HandannoError
 
 log = logging.getLogger(__name__)
@@ -53,6 +55,8 @@ class Session:
             cannot be trusted (a truncated file, a ``.jpg`` and a ``.png`` with the same
             stem); they are not in ``images`` and every stage treats them as views without
             the hand.
+        ignored_views: ``{frame: (camera, ...)}``, the views ``review.json`` tells the fit to
+            leave out (:mod:`handanno.data.review_io`); they are in ``bad_views`` too.
     """
 
     root: Path
@@ -61,6 +65,7 @@ class Session:
     images: dict[tuple[str, str], Path]
     skipped: tuple[str, ...] = ()
     bad_views: dict[tuple[str, str], str] = field(default_factory=dict)
+    ignored_views: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
     @property
     def cameras(self) -> list[str]:
@@ -142,13 +147,15 @@ def parse_frame_range(spec: str | None, frames: tuple[str, ...]) -> tuple[str, .
     return selected
 
 
-def open_session(root: str | Path, frames: str | None = None) -> Session:
+def open_session(root: str | Path, frames: str | None = None, obey_review: bool = True) -> Session:
     """Read ``rig.json`` and index the images; warn about what cannot be used.
 
     A rig camera with no image folder (or an empty one) is left out with a warning; a frame
     missing in some camera is left out with a warning naming the frame and the cameras;
     hidden files (names starting with ".") are ignored; fewer than two usable cameras or
-    no common frame is an error.
+    no common frame is an error. With ``obey_review``, the views ``review.json`` says to
+    ignore are left out like damaged ones (``bad_views``, ``ignored_views``): no keypoints,
+    no mask, no sample.
     """
     root = Path(root)
     if not root.is_dir():
@@ -211,8 +218,16 @@ def open_session(root: str | Path, frames: str | None = None) -> Session:
         log.warning(msg)
         skipped.append(msg)
         del images[(cam, frame)]
+    ignored: dict[str, tuple[str, ...]] = {}
+    if obey_review:  # the reviewer's word (handanno review): views left out as quietly as asked
+        review = read_review(root)
+        for frame in selected:
+            ignored[frame] = tuple(c for c in review.get(frame).ignored_views if (c, frame) in images)
+            for cam in ignored[frame]:
+                bad_views[(cam, frame)] = "ignored by the reviewer (review.json)"
+                del images[(cam, frame)]
     return Session(root=root, rig=sub_rig, frames=selected, images=images, skipped=tuple(skipped),
-                   bad_views=bad_views)  # fmt: skip
+                   bad_views=bad_views, ignored_views={f: v for f, v in ignored.items() if v})  # fmt: skip
 
 
 def _check_images(
@@ -393,17 +408,36 @@ def readable_fit(path: Path) -> dict | None:
 
 
 def fit_record(
-    hand: str, model: str, pose: np.ndarray, betas: np.ndarray, trans: np.ndarray, joints: np.ndarray, quality: dict
+    hand: str, model: str, pose: np.ndarray, betas: np.ndarray, trans: np.ndarray, joints: np.ndarray, quality: dict,
+    ignored_views: tuple[str, ...] = (),
 ) -> dict:
-    """A ``fits/<frame>.json`` record (same keys as ground_truth/)."""
+    """A ``fits/<frame>.json`` record (same keys as ground_truth/).
+
+    ``ignored_views``, the views the reviewer left out (``Session.ignored_views``), is stored
+    (key ``"ignored_views"``, only when there are some) so that :func:`fit_up_to_date` sees
+    when the review changed.
+    """
     def r(a: np.ndarray, nd: int = 7) -> list:
         arr = np.asarray(a, np.float64)
         if not np.all(np.isfinite(arr)):
             raise HandannoError("refusing to write a fit record with NaN or inf values (the optimisation diverged)")
         return np.round(arr, nd).tolist()
 
-    return {"hand": hand, "model": model, "pose": r(pose), "betas": r(betas), "trans": r(trans),
-            "joints": r(joints), "quality": quality}
+    rec = {"hand": hand, "model": model, "pose": r(pose), "betas": r(betas), "trans": r(trans),
+           "joints": r(joints), "quality": quality}
+    if ignored_views:
+        rec["ignored_views"] = sorted(ignored_views)
+    return rec
+
+
+def fit_up_to_date(session: Session, frame: str) -> bool:
+    """Whether the frame has a readable fit made without exactly the views the reviewer ignores now.
+
+    A fit made before a view was ignored in ``review.json`` (or before it was un-ignored) is
+    out of date: ``handanno fit`` fits that frame again.
+    """
+    rec = readable_fit(session.fit_path(frame))
+    return rec is not None and sorted(rec.get("ignored_views", [])) == sorted(session.ignored_views.get(frame, ()))
 
 
 def read_fit(path: Path) -> dict:

@@ -53,6 +53,7 @@ from handanno.bootstrap.metrics import better, progressed, round_metrics
 from handanno.bootstrap.visibility import MeshVisibility
 from handanno.data.files_io import read_json, write_json
 from handanno.data.lock_io import FolderLock
+from handanno.data.review_io import read_review
 from handanno.device import resolve_device
 from handanno.errors import HandannoError
 from handanno.handmodel.mano import ManoLayer
@@ -267,7 +268,10 @@ def _train_round(
 
 
 def _accepted_frames(session: Session) -> list[str]:
-    return [f for f in session.frames if (r := readable_fit(session.fit_path(f))) and r["quality"].get("accepted")]
+    """Frames to train on: accepted by the thresholds, or by the reviewer, and not rejected by them (review.json)."""
+    review = read_review(session.root)
+    return [f for f in session.frames
+            if (r := readable_fit(session.fit_path(f))) and review.keeps(f, bool(r["quality"].get("accepted")))]
 
 
 def _keep_round(s: BootstrapSettings, rd: Path, layer: ManoLayer, trained_frames: int | None = None) -> dict:
