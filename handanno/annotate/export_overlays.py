@@ -1,10 +1,13 @@
 """Overlay pictures of the fits for a person to check (``handanno fit --overlays``).
 
-One PNG per fitted frame, ``DIR/overlays/<frame>.png``: every camera's image in a grid, each
-with the fitted mesh's projected outline (yellow), the fitted skeleton (coloured per
-finger), the given 2D keypoints drawn faintly under it, and in its corner the camera's
-median reprojection error (px) and mask IoU from the fit's ``quality``; a header strip
-above the grid gives the frame's name, whether it was accepted and why not.
+One PNG per fitted frame, ``DIR/overlays/<frame>.png``: every camera's view in a grid, each
+zoomed onto the hand (a square crop around the fitted mesh's projection and keypoints, with a
+margin, kept inside the image where it fits and padded black where it cannot), with the
+fitted mesh's projected outline (yellow), the fitted skeleton (coloured per finger), the
+given 2D keypoints drawn faintly under it, and in its corner the camera's median
+reprojection error (px) and mask IoU from the fit's ``quality``; a header strip above the
+grid gives the frame's name, whether it was accepted and why not. The same pictures make
+the frames of ``overlays.mp4`` (:mod:`handanno.annotate.overlay_video`).
 
 Convention:
     Images are BGR uint8; cameras, keypoints and fits as in DESIGN.md. Nothing here changes
@@ -14,13 +17,14 @@ Convention:
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator, Sequence
 
 import cv2
 import numpy as np
 import torch
 from tqdm import tqdm
 
-from handanno.annotate.overlay import contact_sheet, draw_outline, draw_skeleton, put_label
+from handanno.annotate.overlay import contact_sheet, crop_square, draw_outline, draw_skeleton, hand_crop_box, put_label
 from handanno.annotate.segment import mesh_mask
 from handanno.annotate.session_io import Session, read_fit, read_keypoints_file
 from handanno.data.files_io import read_image, write_image
@@ -30,6 +34,8 @@ log = logging.getLogger(__name__)
 GIVEN_KEYPOINT_ALPHA = 0.55  # weight of the given keypoints' drawing over the image
 MESH_OUTLINE_BGR = (0, 255, 255)
 TILE_WIDTH = 320  # px, width of each view in the grid
+HEADER_LINE_PX = 22  # px per line of the header strip above the grid
+ZOOM_MARGIN = 0.2  # zoomed views: margin around the hand, fraction of its larger extent
 _BATCH = 32  # frames per call of the hand model layer
 
 
@@ -54,11 +60,15 @@ def view_tile(
     reproj_px: float | None,
     iou: float | None,
     tile_width: int = TILE_WIDTH,
+    zoom: bool = True,
 ) -> np.ndarray:
     """One camera's picture: outline, skeleton, faint given keypoints and the view's errors.
 
-    The image is first resized to ``tile_width`` wide and everything is drawn at that size,
-    so strokes and text look the same whatever the cameras' resolution.
+    With ``zoom``, the image is first cropped to a square around the hand
+    (:func:`~handanno.annotate.overlay.hand_crop_box` of the mesh silhouette's outline and the
+    fitted keypoints, margin :data:`ZOOM_MARGIN`; padded black past the image borders); then
+    it is resized to ``tile_width`` wide and everything is drawn at that size, in the crop's
+    coordinates, so strokes and text look the same whatever the cameras' resolution.
 
     Args:
         image: ``(H, W, 3)`` BGR uint8.
@@ -69,20 +79,37 @@ def view_tile(
         reproj_px: the view's median reprojection error, px (None: no keypoints).
         iou: the view's mask IoU (None: no mask).
         tile_width: width of the returned picture, px.
+        zoom: crop to the hand (else the whole image).
 
     Returns:
-        ``(round(H * tile_width / W), tile_width, 3)`` BGR uint8.
+        ``(tile_width, tile_width, 3)`` with ``zoom``, else ``(round(H * tile_width / W),
+        tile_width, 3)``; BGR uint8.
     """
     H, W = image.shape[:2]
+    x0, y0 = 0, 0
+    if zoom:
+        ys, xs = np.nonzero(mask)
+        hand = np.concatenate([np.column_stack([xs, ys]).astype(np.float64), np.asarray(joints_uv, np.float64)[:, :2]])
+        x0, y0, side = hand_crop_box(hand, (W, H), ZOOM_MARGIN)
+        image, mask = crop_square(image, (x0, y0, side)), crop_square(mask, (x0, y0, side))
+        H, W = side, side
     size = (tile_width, max(1, int(round(H * tile_width / W))))
     sx, sy = size[0] / W, size[1] / H
-    out = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
-    small_mask = cv2.resize(mask.astype(np.float32), size, interpolation=cv2.INTER_AREA) >= 0.5
+
+    def to_tile(uv: np.ndarray) -> np.ndarray:  # image px (*, 2+) -> tile px, extra columns kept
+        shifted = np.array(uv, np.float64)
+        shifted[..., 0] -= x0
+        shifted[..., 1] -= y0
+        return _scale_uv(shifted, sx, sy)
+
+    out = cv2.resize(image, size, interpolation=cv2.INTER_AREA if sx <= 1 else cv2.INTER_LINEAR)
+    small_mask = cv2.resize(mask.astype(np.float32), size, interpolation=cv2.INTER_AREA if sx <= 1 else
+                            cv2.INTER_LINEAR) >= 0.5  # fmt: skip
     if given_kp is not None:
-        faint = draw_skeleton(out, _scale_uv(given_kp, sx, sy), min_conf=1e-6, thickness=1)
+        faint = draw_skeleton(out, to_tile(given_kp), min_conf=1e-6, thickness=1)
         out = (GIVEN_KEYPOINT_ALPHA * faint.astype(np.float32) + (1 - GIVEN_KEYPOINT_ALPHA) * out).astype(np.uint8)
     out = draw_outline(out, small_mask, MESH_OUTLINE_BGR)
-    out = draw_skeleton(out, _scale_uv(joints_uv, sx, sy))
+    out = draw_skeleton(out, to_tile(joints_uv))
     return put_label(out, [camera_name, f"reproj {_fmt(reproj_px, '.1f')} px", f"IoU {_fmt(iou, '.2f')}"])
 
 
@@ -94,25 +121,36 @@ def _frame_lines(frame: str, quality: dict) -> list[str]:
     return lines
 
 
-def write_overlays(session: Session, layer: torch.nn.Module, progress: bool = True, folder: str = "overlays") -> int:
-    """Write ``DIR/<folder>/<frame>.png`` for every frame of the session that has a fit.
+def _header(lines: Sequence[str], width: int, num_lines: int | None) -> np.ndarray:
+    """The strip above the grid: ``lines`` (cut or padded to ``num_lines``), :data:`HEADER_LINE_PX` each + 8 px."""
+    if num_lines is not None:
+        lines = list(lines[:num_lines])
+        lines += [""] * (num_lines - len(lines))
+    return put_label(np.zeros((HEADER_LINE_PX * len(lines) + 8, width, 3), np.uint8), lines, scale=0.55)
+
+
+def overlay_sheets(
+    session: Session,
+    layer: torch.nn.Module,
+    frames: Sequence[str],
+    zoom: bool = True,
+    header_lines: int | None = None,
+) -> Iterator[tuple[str, np.ndarray]]:
+    """``(frame, picture)`` for each of ``frames`` (each must have a fit), in order: header strip over the views' grid.
 
     Args:
         session: the opened session.
-        layer: the :class:`handanno.handmodel.mano.ManoLayer` the fits were made with.
-        progress: show a progress bar.
-        folder: the output folder inside the session.
+        layer: the hand model layer the fits were made with.
+        frames: frames with a ``fits/<frame>.json``.
+        zoom: zoom every view onto the hand (:func:`view_tile`).
+        header_lines: the header's number of text lines (frame, verdict, reasons), cut or
+            padded, so that every picture has the same size (a video's frames); None: as many
+            as there are.
 
-    Returns:
-        The number of pictures written.
+    Yields:
+        ``(frame, (h, w, 3) BGR uint8)``.
     """
-    frames = [f for f in session.frames if session.fit_path(f).is_file()]
-    if not frames:
-        log.warning("%s: no fits to draw overlays of", session.fits_dir)
-        return 0
     faces = layer.faces.cpu().numpy()
-    written = 0
-    bar = tqdm(total=len(frames), desc="overlays", disable=not progress, leave=False, unit="frame")
     for start in range(0, len(frames), _BATCH):
         chunk = frames[start : start + _BATCH]
         recs = [read_fit(session.fit_path(f)) for f in chunk]
@@ -143,14 +181,42 @@ def write_overlays(session: Session, layer: torch.nn.Module, progress: bool = Tr
                         given,
                         reproj.get(cam.name),
                         ious.get(cam.name),
+                        zoom=zoom,
                     )
                 )
             grid = contact_sheet(tiles, TILE_WIDTH)
-            lines = _frame_lines(frame, quality)
-            header = put_label(np.zeros((16 * len(lines) + 8, grid.shape[1], 3), np.uint8), lines)
-            sheet = np.concatenate([header, grid], axis=0)
-            write_image(session.root / folder / f"{frame}.png", sheet)
-            written += 1
-            bar.update(1)
+            yield frame, np.concatenate([_header(_frame_lines(frame, quality), grid.shape[1], header_lines), grid])
+
+
+def fitted_frames(session: Session) -> list[str]:
+    """The session's frames that have a fit, in the session's order."""
+    return [f for f in session.frames if session.fit_path(f).is_file()]
+
+
+def write_overlays(
+    session: Session, layer: torch.nn.Module, progress: bool = True, folder: str = "overlays", zoom: bool = True
+) -> int:
+    """Write ``DIR/<folder>/<frame>.png`` for every frame of the session that has a fit.
+
+    Args:
+        session: the opened session.
+        layer: the :class:`handanno.handmodel.mano.ManoLayer` the fits were made with.
+        progress: show a progress bar.
+        folder: the output folder inside the session.
+        zoom: zoom every view onto the hand (:func:`view_tile`).
+
+    Returns:
+        The number of pictures written.
+    """
+    frames = fitted_frames(session)
+    if not frames:
+        log.warning("%s: no fits to draw overlays of", session.fits_dir)
+        return 0
+    written = 0
+    bar = tqdm(total=len(frames), desc="overlays", disable=not progress, leave=False, unit="frame")
+    for frame, sheet in overlay_sheets(session, layer, frames, zoom=zoom):
+        write_image(session.root / folder / f"{frame}.png", sheet)
+        written += 1
+        bar.update(1)
     bar.close()
     return written

@@ -61,10 +61,13 @@ def draw_outline(image: np.ndarray, mask: np.ndarray, colour: tuple[int, int, in
     return out
 
 
-def put_label(image: np.ndarray, lines: Sequence[str], corner: str = "tl") -> np.ndarray:
-    """Write lines of text with a dark backing box in a corner of a copy of ``image``."""
+def put_label(image: np.ndarray, lines: Sequence[str], corner: str = "tl", scale: float | None = None) -> np.ndarray:
+    """Write lines of text with a dark backing box in a corner of a copy of ``image``.
+
+    ``scale``: OpenCV font scale (None: from the image's smaller side, at least 0.35).
+    """
     out = image.copy()
-    scale = max(0.35, min(image.shape[:2]) / 600)
+    scale = max(0.35, min(image.shape[:2]) / 600) if scale is None else scale
     th = max(1, int(round(scale * 1.5)))
     sizes = [cv2.getTextSize(t, cv2.FONT_HERSHEY_SIMPLEX, scale, th)[0] for t in lines]
     lh = int(max((s[1] for s in sizes), default=10) * 1.6)
@@ -95,3 +98,75 @@ def contact_sheet(tiles: Sequence[np.ndarray], tile_width: int = 320, columns: i
         img = cv2.resize(t, (tile_width, th), interpolation=cv2.INTER_AREA)
         sheet[r * tile_h : r * tile_h + th, c * tile_width : (c + 1) * tile_width] = img
     return sheet
+
+
+def hand_crop_box(
+    points_uv: np.ndarray, image_size: tuple[int, int], margin: float = 0.15, min_side_px: int = 48
+) -> tuple[int, int, int]:
+    """A square around the hand's projection, ``(x0, y0, side)`` in pixels, kept inside the image where it fits.
+
+    Args:
+        points_uv: ``(N, 2)`` pixels of the hand (projected mesh outline, keypoints);
+            non-finite rows are ignored.
+        image_size: ``(width, height)``.
+        margin: added on every side, as a fraction of the points' larger extent.
+        min_side_px: the square is at least this wide.
+
+    Returns:
+        ``(x0, y0, side)``: the crop covers pixel columns ``x0 .. x0 + side - 1`` and rows
+        ``y0 .. y0 + side - 1``. It is moved (not shrunk) to lie inside the image when
+        ``side`` fits; a square larger than the image (or points wholly outside it) reaches
+        past the borders, which :func:`crop_square` pads. No finite point, or none near the
+        image: the whole image, centred.
+
+    Convention:
+        Pixel ``(u, v)`` = (column, row), (0, 0) the centre of the top-left pixel.
+
+    Example:
+        >>> hand_crop_box(np.array([[100.0, 50.0], [140.0, 70.0]]), (640, 480))
+        (94, 34, 52)
+        >>> hand_crop_box(np.array([[630.0, 470.0], [639.0, 479.0]]), (640, 480))  # moved inside
+        (592, 432, 48)
+    """
+    W, H = image_size
+    uv = np.asarray(points_uv, np.float64).reshape(-1, 2)
+    uv = uv[np.all(np.isfinite(uv), axis=1)]
+    uv = uv[(uv[:, 0] > -W) & (uv[:, 0] < 2 * W) & (uv[:, 1] > -H) & (uv[:, 1] < 2 * H)]  # near the image
+    if not len(uv):
+        side = max(W, H)
+        return (W - side) // 2, (H - side) // 2, side
+    lo, hi = uv.min(axis=0), uv.max(axis=0)
+    extent = float(np.max(hi - lo))
+    side = int(np.ceil(max(extent * (1 + 2 * margin), min_side_px)))
+    centre = (lo + hi) / 2
+    x0, y0 = int(np.floor(centre[0] - (side - 1) / 2)), int(np.floor(centre[1] - (side - 1) / 2))
+    if side <= W:
+        x0 = min(max(x0, 0), W - side)
+    if side <= H:
+        y0 = min(max(y0, 0), H - side)
+    return x0, y0, side
+
+
+def crop_square(image: np.ndarray, box: tuple[int, int, int], fill: int = 0) -> np.ndarray:
+    """``image[y0 : y0 + side, x0 : x0 + side]``, padded with ``fill`` where the box leaves the image.
+
+    Args:
+        image: ``(H, W)`` or ``(H, W, 3)``.
+        box: ``(x0, y0, side)`` from :func:`hand_crop_box`.
+        fill: value of the padding.
+
+    Returns:
+        ``(side, side)`` or ``(side, side, 3)``, the dtype of ``image``.
+
+    Example:
+        >>> crop_square(np.arange(12).reshape(3, 4), (2, -1, 3)).tolist()
+        [[0, 0, 0], [2, 3, 0], [6, 7, 0]]
+    """
+    x0, y0, side = box
+    H, W = image.shape[:2]
+    out = np.full((side, side) + image.shape[2:], fill, image.dtype)
+    xs, ys = max(x0, 0), max(y0, 0)
+    xe, ye = min(x0 + side, W), min(y0 + side, H)
+    if xe > xs and ye > ys:
+        out[ys - y0 : ye - y0, xs - x0 : xe - x0] = image[ys:ye, xs:xe]
+    return out

@@ -1,11 +1,16 @@
 """File side of ``handanno calibrate``: reading CALIB_DIR, detecting boards, writing rig.json and the report.
 
 Layout read: ``CALIB_DIR/<cam>/<any>.jpg|jpeg|png``; the same file stem in several camera
-folders means the same instant. Written: the rig (``rig.json``, through
+folders means the same instant. Or ``CALIB_DIR/<cam>.mp4|avi|mov|mkv|m4v``, one board video per
+camera, synchronized (frame ``i`` of every video is the same instant): this module only finds
+them (:func:`find_calibration_videos`); :mod:`handanno.capture.board_videos` decodes them,
+picks the frames and hands the detections to :func:`calibrate_detections`. Written: the rig (``rig.json``, through
 :func:`handanno.calibration.rig_io.write_rig`) and, with a report folder::
 
     REPORT/report.json            per-camera RMS, views used/dropped/refused, coverage, tree, outlier views,
-                                  bundle adjustment (evaluation limit hit, views holding the error), warnings
+                                  bundle adjustment (evaluation limit hit, views holding the error), warnings;
+                                  from board videos also ``videos``: frames decoded, searched, with the board
+                                  and chosen per camera
     REPORT/views.json             per (camera, view) residuals
     REPORT/board_poses.json       board poses in the world frame
     REPORT/coverage_<cam>.png     used corners over the image, coloured by residual, with the coverage grid
@@ -35,6 +40,7 @@ from handanno.errors import HandannoError
 log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".m4v")
 
 
 def _camera_folders(calib_dir: Path) -> list[Path]:
@@ -92,7 +98,8 @@ def find_calibration_images(calib_dir: str | os.PathLike) -> dict[str, dict[str,
     if not cameras:
         raise HandannoError(
             f"{calib_dir}: no camera folders with images; expected CALIB_DIR/<cam>/<image>.jpg|png "
-            "(one folder per camera, the same file stem for the same instant)"
+            "(one folder per camera, the same file stem for the same instant) or one board video per camera, "
+            f"CALIB_DIR/<cam>{'|'.join(VIDEO_SUFFIXES)}"
         )
     empty = empty_camera_folders(calib_dir)
     if empty and len(cameras) < 2:
@@ -105,6 +112,48 @@ def find_calibration_images(calib_dir: str | os.PathLike) -> dict[str, dict[str,
     for _, message in empty:
         log.warning("%s", message)
     return cameras
+
+
+def find_calibration_videos(calib_dir: str | os.PathLike) -> dict[str, Path]:
+    """Camera name -> board video, from ``calib_dir/<cam>.mp4|avi|mov|mkv|m4v`` (empty: no videos there).
+
+    Hidden files are ignored; camera folders without images may sit beside the videos (a
+    report folder, say) and are ignored too.
+
+    Raises:
+        HandannoError: ``calib_dir`` is not a folder; two videos for one camera (both named);
+            videos beside camera folders that hold images (the cameras of each kind named:
+            one layout per calibration).
+    """
+    calib_dir = Path(calib_dir)
+    if not calib_dir.is_dir():
+        raise HandannoError(
+            f"{calib_dir}: not a folder; expected CALIB_DIR/<cam>/<image>.jpg|png or CALIB_DIR/<cam>.mp4"
+        )
+    videos: dict[str, Path] = {}
+    for f in sorted(calib_dir.iterdir(), key=lambda p: natural_key(p.name)):
+        if not (f.is_file() and f.suffix.lower() in VIDEO_SUFFIXES and not f.name.startswith(".")):
+            continue
+        if f.stem in videos:
+            raise HandannoError(
+                f"camera {f.stem!r}: two board videos, {videos[f.stem]} and {f}; keep one video per camera in "
+                f"{calib_dir}"
+            )
+        videos[f.stem] = f
+    if not videos:
+        return {}
+    with_images = [
+        sub.name for sub in _camera_folders(calib_dir)
+        if any(f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES for f in sub.iterdir())
+    ]  # fmt: skip
+    if with_images:
+        raise HandannoError(
+            f"{calib_dir}: holds board videos for camera(s) {', '.join(videos)} "
+            f"({', '.join(p.name for p in videos.values())}) and image folders for camera(s) {', '.join(with_images)}; "
+            "use one layout: a video per camera (CALIB_DIR/<cam>.mp4) or a folder of images per camera "
+            "(CALIB_DIR/<cam>/<image>.png), and move the other out"
+        )
+    return dict(sorted(videos.items(), key=lambda kv: natural_key(kv[0])))
 
 
 def _detect_one(path: Path, spec: BoardSpec, detector_params) -> Detection | None:
@@ -222,6 +271,12 @@ def _fixed_for_cameras(
     detections: Mapping[str, Mapping[str, Detection]],
     source: Path,
 ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    if not shared and not set(intrinsics) & set(detections):
+        raise HandannoError(
+            f"{source} gives intrinsics for camera(s) {', '.join(sorted(intrinsics, key=natural_key))} but the "
+            f"board views are of camera(s) {', '.join(sorted(detections, key=natural_key))}: no camera name matches; "
+            "rename the camera folders or videos to the rig's names"
+        )
     fixed = {}
     for cam, dets in detections.items():
         entry = intrinsics.get("*" if shared else cam)
@@ -263,26 +318,53 @@ def calibrate_directory(
         The :class:`CalibrationResult`; its warnings start with the camera folders left out
         for holding no images (:func:`empty_camera_folders`).
     """
+    images = find_calibration_images(calib_dir)
+    params = read_detector_params(str(detector_params)) if detector_params else None
+    detections = detect_calibration_images(images, settings.board, workers, params)
+    empty = tuple(message for _, message in empty_camera_folders(calib_dir))
+    return calibrate_detections(detections, settings, out, report_dir, fix_intrinsics, warnings=empty)
+
+
+def calibrate_detections(
+    detections: Mapping[str, Mapping[str, Detection]],
+    settings: CalibrateSettings,
+    out: str | os.PathLike,
+    report_dir: str | os.PathLike | None = None,
+    fix_intrinsics: str | os.PathLike | None = None,
+    warnings: tuple[str, ...] = (),
+    extra_report: Mapping | None = None,
+) -> CalibrationResult:
+    """The part of ``handanno calibrate`` after detection: calibrate, write rig.json and the report.
+
+    Args:
+        detections: camera -> stem -> :class:`Detection` (from images, or from frames of
+            board videos).
+        settings: the pipeline settings (``fixed_intrinsics`` is filled from ``fix_intrinsics``).
+        out: the rig.json to write.
+        report_dir: where the report goes (None: no report).
+        fix_intrinsics: a rig or OpenCV YAML whose intrinsics are held.
+        warnings: messages put first among the result's warnings (what the input stage saw).
+        extra_report: more top-level entries of ``report.json`` (e.g. ``{"videos": ...}``).
+
+    Returns:
+        The :class:`CalibrationResult`.
+    """
     import dataclasses
 
     from handanno.calibration.rig_io import write_rig
 
-    images = find_calibration_images(calib_dir)
-    params = read_detector_params(str(detector_params)) if detector_params else None
-    detections = detect_calibration_images(images, settings.board, workers, params)
     if fix_intrinsics is not None:
         intrinsics, shared = read_intrinsics_file(fix_intrinsics)
         settings = dataclasses.replace(
             settings, fixed_intrinsics=_fixed_for_cameras(intrinsics, shared, detections, Path(fix_intrinsics))
         )
     result = calibrate_rig(detections, settings)
-    empty = tuple(message for _, message in empty_camera_folders(calib_dir))
-    if empty:
-        result = dataclasses.replace(result, warnings=empty + result.warnings)
+    if warnings:
+        result = dataclasses.replace(result, warnings=tuple(warnings) + result.warnings)
     write_rig(result.rig, out)
     log.info("wrote %s (%d cameras, RMS %.3f px)", out, len(result.rig), result.rms_px)
     if report_dir is not None:
-        write_report(result, report_dir)
+        write_report(result, report_dir, extra_report)
     return result
 
 
@@ -326,11 +408,14 @@ def report_dict(result: CalibrationResult) -> dict:
     }
 
 
-def write_report(result: CalibrationResult, report_dir: str | os.PathLike) -> list[Path]:
-    """Write the report files (module docstring) into ``report_dir``; returns their paths."""
+def write_report(result: CalibrationResult, report_dir: str | os.PathLike, extra: Mapping | None = None) -> list[Path]:
+    """Write the report files (module docstring) into ``report_dir``; returns their paths.
+
+    ``extra``: more top-level entries of ``report.json`` (the board videos' sampling, say).
+    """
     report_dir = Path(report_dir)
     paths = [
-        write_json(report_dir / "report.json", report_dict(result), indent=1),
+        write_json(report_dir / "report.json", {**report_dict(result), **(extra or {})}, indent=1),
         write_json(report_dir / "views.json", {"rms_definition": "sqrt(mean |residual|^2) over the view's corners, px",
                                                "views": [v.__dict__ for v in result.views]}, indent=1),
         write_json(report_dir / "board_poses.json", {
