@@ -35,18 +35,19 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Sequence
-from dataclasses import dataclass, fields, replace
+from dataclasses import asdict, dataclass, fields, replace
 
 import numpy as np
 import torch
 
-from handanno.annotate.segment import mesh_mask
+from handanno.annotate.segment import load_masks, mesh_mask
 from handanno.annotate.session_io import Session, json_float, readable_fit
 from handanno.annotate.triangulate import triangulate_frames
 from handanno.calibration.camera import CameraRig
 from handanno.check import check_shape
 from handanno.data import metrics
 from handanno.data.conventions import BONES, JOINT_NAMES, NUM_JOINTS
+from handanno.data.files_io import write_json
 from handanno.errors import HandannoError
 from handanno.handmodel.hand_axes import hand_axes, joint_bases
 from handanno.handmodel.mano import ManoLayer
@@ -404,7 +405,53 @@ def frame_quality(
     return {"reproj_err_px": reproj, "mask_iou": iou, "accepted": not reasons, "reasons": reasons,
             "reproj_rel": {cam.name: num(rel.get(cam.name)) for cam in rig}, "view_reproj_rel": num(view_rel),
             "view_mask_iou": num(view_iou), "triangulation_gap_mm": num(gap_mm), "bone_length_dev": num(bone_dev),
-            "joint_limit_excess_deg": num(limit_deg)}  # fmt: skip
+            "joint_limit_excess_deg": num(limit_deg), "thresholds": asdict(accept)}  # fmt: skip
+
+
+def rejudge_fits(
+    session: Session, frame_index: Sequence[int], kp_all: np.ndarray, accept: AcceptSettings, layer: ManoLayer,
+    min_keypoint_conf: float = 0.2, triangulation_max_px: float = 15.0,
+) -> list[str]:
+    """Judge again the fits that were judged with other thresholds; rewrite their ``quality`` only.
+
+    A fit stays as it is when only the acceptance thresholds change (``handanno fit
+    --min-view-mask-iou 0.75`` on a fitted session): its mesh is posed again from the record,
+    its masks read from the session, and :func:`frame_quality` decides with ``accept``. A
+    record without ``quality.thresholds`` (made before they were stored) is judged again too.
+
+    Args:
+        session: the session.
+        frame_index: indices into ``session.frames`` of the frames to look at (fitted, up to date).
+        kp_all: ``(N, C, 21, 3)`` the keypoints of all the session's frames.
+        accept: the thresholds now.
+        layer: the hand model the fits were made with.
+        min_keypoint_conf: see :func:`frame_quality`.
+        triangulation_max_px: see :func:`frame_quality`.
+
+    Returns:
+        The frames judged again.
+    """
+    wanted = asdict(accept)
+    done = []
+    faces = layer.faces.cpu().numpy()
+    for b in frame_index:
+        frame = session.frames[b]
+        path = session.fit_path(frame)
+        rec = readable_fit(path)
+        if rec is None or rec.get("quality", {}).get("thresholds") == wanted:
+            continue
+        with torch.no_grad():
+            out = layer(*(torch.as_tensor(np.asarray(rec[k], np.float64)[None], dtype=layer.dtype, device=layer.device)
+                          for k in ("pose", "betas", "trans")))  # fmt: skip
+        joints = np.asarray(rec["joints"], np.float64)
+        vertices = out.vertices[0].double().cpu().numpy()
+        masks = load_masks(session, [frame])[0]
+        rec["quality"] = frame_quality(joints, vertices, faces, session.rig, kp_all[b], masks, accept,
+                                       min_keypoint_conf, triangulation_max_px, pose=np.asarray(rec["pose"]),
+                                       layer=layer)  # fmt: skip
+        write_json(path, rec)
+        done.append(frame)
+    return done
 
 
 def frame_summary(quality: dict) -> dict:

@@ -34,7 +34,7 @@ FAST = FitSettings(iters_3d=20, iters_2d=60, iters_sil=10)  # the default schedu
 QUICK = FitSettings(iters_3d=10, iters_2d=20, iters_sil=0)  # for tests of what is run, not how well
 FIT_KEYS = {"hand", "model", "pose", "betas", "trans", "joints", "quality"}
 QUALITY_KEYS = {"reproj_err_px", "mask_iou", "accepted", "reasons", "reproj_rel", "view_reproj_rel", "view_mask_iou",
-                "triangulation_gap_mm", "bone_length_dev", "joint_limit_excess_deg"}  # fmt: skip
+                "triangulation_gap_mm", "bone_length_dev", "joint_limit_excess_deg", "thresholds"}  # fmt: skip
 FRAMES = ["000000", "000001", "000002"]
 # The defaults are chosen for 640x480 captures. Here a hand is about 40 px across: 1 px of noise is
 # 2.5 % of it, so the triangulation is ~4 mm off and a mask's border pixels weigh on its IoU (0.74-0.88).
@@ -117,6 +117,32 @@ def test_second_run_skips_everything_and_force_redoes(fitted, tmp_path):
     assert forced.frames_fitted == 3 and forced.labels_written == len(read_freihand(root / "labels"))
     new = _mtimes(root / "fits")
     assert all(new[k] > fits[k] for k in fits)
+
+
+def test_new_thresholds_judge_the_fits_again_without_refitting(fitted, tmp_path):
+    """Only the acceptance changes (a user tries other thresholds): the fits are kept, judged again,
+    the labels follow; back to the first thresholds, the frames are accepted again."""
+    root = Path(shutil.copytree(fitted[0], tmp_path / "session"))
+    before = {f: json.loads((root / "fits" / f"{f}.json").read_text()) for f in FRAMES}
+    strict = replace(SMALL_RIG, max_reproj_px=0.01)
+    rep = run_pipeline(_settings(root, accept=strict))
+    assert rep.frames_fitted == 0 and rep.frames_accepted == 0
+    for f in FRAMES:
+        rec = json.loads((root / "fits" / f"{f}.json").read_text())
+        assert rec["pose"] == before[f]["pose"] and rec["betas"] == before[f]["betas"]  # not refitted
+        q = rec["quality"]
+        assert not q["accepted"] and any("median reprojection error" in r for r in q["reasons"])
+        assert q["thresholds"]["max_reproj_px"] == 0.01
+        for key in ("reproj_err_px", "mask_iou"):  # the same figures (to the records' rounding), judged again
+            was = before[f]["quality"][key]
+            assert q[key].keys() == was.keys()
+            assert all((q[key][c] is None) == (was[c] is None) for c in was)
+            np.testing.assert_allclose([v for v in q[key].values() if v is not None],
+                                       [v for v in was.values() if v is not None], atol=2e-3)  # fmt: skip
+    assert len(read_freihand(root / "labels")) == 0
+    back = run_pipeline(_settings(root))
+    assert back.frames_fitted == 0 and back.frames_accepted == 3
+    assert len(read_freihand(root / "labels")) == len(read_freihand(fitted[0] / "labels"))
 
 
 def test_missing_hand_and_single_view_frames_are_skipped_with_reasons(session, caplog):

@@ -109,7 +109,7 @@ def test_too_few_views_is_a_reason():
 # checks that do not trust the detections alone
 # ------------------------------------------------------------------------------------------------
 NEW_KEYS = {"reproj_rel", "view_reproj_rel", "view_mask_iou", "triangulation_gap_mm", "bone_length_dev",
-            "joint_limit_excess_deg"}
+            "joint_limit_excess_deg", "thresholds"}
 
 
 def _ring_rig(n: int = 8, radius_m: float = 0.5) -> CameraRig:

@@ -317,7 +317,8 @@ def test_pipeline_redetects_missed_and_misread_views_and_refits(session, monkeyp
     changed = {k for k in others.keys() | after.keys() if others.get(k) != after.get(k)}
     assert changed == {f"keypoints2d/{c}/{f}.json" for c, f in (DELETED, SHIFTED)}
     # the frames whose keypoints changed were fitted once more, once, and their records follow the new keypoints
-    assert fitted == [["000000", "000001", "000002"], ["000001", "000002"]]
+    # (the first call is the shape pass, on all three frames: pipeline.PipelineSettings.shape_frames)
+    assert fitted == [["000000", "000001", "000002"], ["000000", "000001", "000002"], ["000001", "000002"]]
     for cam, frame in (DELETED, SHIFTED):
         q = read_fit(session / "fits" / f"{frame}.json")["quality"]
         assert q["reproj_err_px"][cam] is not None and q["reproj_err_px"][cam] < 3.0, q["reproj_err_px"]
@@ -328,7 +329,7 @@ def test_no_redetect_changes_nothing(session, monkeypatch):
     before = _kp_files(session)
     report, oracle, factories, fitted = _run(session, monkeypatch, redetect=False)
     assert _kp_files(session) == before
-    assert oracle.calls == [] and factories == [] and fitted == [["000000", "000001", "000002"]]
+    assert oracle.calls == [] and factories == [] and fitted == [["000000", "000001", "000002"]] * 2  # shape pass, fit
     assert report.views_redetected == 0 and report.views_found_before == report.views_found_after == 11
     assert "redetect" not in report.timings_s
     # the fit keeps the 25 px view's error: what re-detection removes
