@@ -175,6 +175,8 @@ def main() -> None:
     ap.add_argument("--detector", choices=["auto", "mediapipe", "simulated"], default="auto",
                     help="auto: mediapipe when installed, else simulated")
     ap.add_argument("--frames", type=int, default=20)
+    ap.add_argument("--postures", default="anatomical", choices=["anatomical", "realistic"],
+                     help="posture generator of the sessions (docs/performance.md: anatomical)")
     ap.add_argument("--cameras", type=int, default=8)
     ap.add_argument("--size", default="640x480")
     ap.add_argument("--no-silhouette", action="store_true", help="fit keypoints only (no masks: no IoU checks)")
@@ -222,7 +224,7 @@ def main() -> None:
                 synthesize(SynthSettings(out_dir=src, num_cameras=args.cameras, num_frames=args.frames,
                                          image_size=size, seed=seed, keypoint_noise_px=3.0 if clean else 0.0,
                                          outlier_rate=0.1 if clean else 0.0, calib_views=0,
-                                         write_calib=False))  # fmt: skip
+                                         write_calib=False, postures=args.postures))  # fmt: skip
             run_dir = work / f"run_{kind}_{seed}"
             shutil.rmtree(run_dir, ignore_errors=True)
             shutil.copytree(src, run_dir)

@@ -36,12 +36,13 @@ from handanno.models.checkpoints import shipped_detector_weights
 from handanno.synth.capture import SynthSettings, synthesize
 
 
-def make_session(work: Path, seed: int, cameras: int, frames: int, size: tuple[int, int]) -> Path:
+def make_session(work: Path, seed: int, cameras: int, frames: int, size: tuple[int, int],
+                 postures: str = "anatomical") -> Path:  # fmt: skip
     """The held-out capture without its synthetic detections (made once, then copied)."""
-    base = work / f"synth_{seed}"
+    base = work / f"synth_{seed}" if postures == "anatomical" else work / f"synth_{seed}_{postures}"
     if not (base / "synth.json").is_file():
         synthesize(SynthSettings(out_dir=base, num_cameras=cameras, num_frames=frames, image_size=size, seed=seed,
-                                 write_calib=False, progress=False))  # fmt: skip
+                                 write_calib=False, progress=False, postures=postures))  # fmt: skip
         shutil.rmtree(base / "keypoints2d")
     return base
 
@@ -87,6 +88,9 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=8)
     p.add_argument("--weights", type=Path, default=None, help="starting network (default: the shipped one)")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--postures", default="anatomical", choices=["anatomical", "realistic"],
+                   help="the capture's posture generator (docs/performance.md's figures: anatomical, the one the "
+                        "shipped network was trained on)")
     p.add_argument("--redetect", action="store_true", help="also measure re-detection alone")
     args = p.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -94,7 +98,7 @@ def main() -> None:
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     size = tuple(int(v) for v in args.image_size.split("x"))
-    base = make_session(work, args.seed, args.cameras, args.frames, size)
+    base = make_session(work, args.seed, args.cameras, args.frames, size, args.postures)
     weights = args.weights or shipped_detector_weights()
     inits = args.inits.split(",")
     out = {"machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads",

@@ -132,6 +132,8 @@ def main() -> int:
     p.add_argument("--test-frames", type=int, default=12, help="frames per test session")
     p.add_argument("--cameras", type=int, default=8)
     p.add_argument("--frames", type=int, default=25, help="frames per training session")
+    p.add_argument("--postures", default="anatomical", choices=["anatomical", "realistic"],
+                    help="handanno synth --postures of every session (the shipped network: anatomical)")
     p.add_argument("--image-size", default="640x480")
     p.add_argument("--epochs", type=int, default=60)
     p.add_argument("--batch-size", type=int, default=64)
@@ -157,7 +159,8 @@ def main() -> int:
         """Synthesise and export one session (where not done yet); its number of exported samples."""
         if not (session / "rig.json").is_file():
             run([*handanno, "synth", str(session), "--cameras", str(args.cameras), "--frames", str(frames), "--seed",
-                 str(seed), "--image-size", args.image_size, "--calib-views", "0", *model_dir])  # fmt: skip
+                 str(seed), "--image-size", args.image_size, "--calib-views", "0", "--postures", args.postures,
+                 *model_dir])  # fmt: skip
         if not (session / "labels" / "training_K.json").is_file():
             run([*handanno, "export", "--session", str(session), "--source", "ground_truth", *model_dir])
         return len(json.loads((session / "labels" / "training_K.json").read_text()))

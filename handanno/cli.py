@@ -305,7 +305,7 @@ def eval_cmd(kind: str, weights: str, labels: tuple[str, ...], out_json: str | N
               help="Std of the per-frame sensor noise, grey levels (0: none).")
 @click.option("--no-calib", is_flag=True, help="Skip calib/.")
 @click.option("--no-keypoints", is_flag=True, help="Skip keypoints2d/.")
-@click.option("--postures", type=click.Choice(["realistic", "anatomical"]), default="anatomical", show_default=True,
+@click.option("--postures", type=click.Choice(["realistic", "anatomical"]), default="realistic", show_default=True,
               help="Hand articulations: realistic (published ranges of motion, twist at the knuckles, oblique hinges, "
                    "fists and grips) or anatomical (flexion about the fitter's own axes, the generator before).")
 @click.option("--force", is_flag=True, help="Replace an earlier synth session in OUT (never other files).")
@@ -373,9 +373,19 @@ def _fit_summary(report) -> str:
     return "\n".join(lines)
 
 
+def _overlay_video(session: str, model_dir: str | None, fps: float) -> None:
+    """``handanno fit --overlay-video``: SESSION/overlays.mp4 from the fits on disk."""
+    from handanno.annotate.overlay_video import OverlayVideoSettings, session_overlay_video
+
+    res = session_overlay_video(session, OverlayVideoSettings(fps=fps, progress=True), model_dir=model_dir)
+    if res.path is not None:
+        click.echo(f"overlay video: {res.path} ({res.frames} frames, {res.size[0]}x{res.size[1]}, {fps:g} fps)")
+
+
 @main.command("fit")
-@click.option("--session", required=True, type=click.Path(exists=True, file_okay=False, path_type=str),
-              help="Session folder: rig.json, images/<camera>/<frame>.jpg|png (see DESIGN.md).")
+@click.option("--session", required=True, multiple=True, type=click.Path(exists=True, file_okay=False, path_type=str),
+              help="Session folder: rig.json, images/<camera>/<frame>.jpg|png (see DESIGN.md). Repeat for several "
+                   "sessions: fitted one after the other, or all at once with --ray.")
 @click.option("--model-dir", type=click.Path(path_type=str), default=None,
               help="MANO folder (MANO_RIGHT.pkl, MANO_LEFT.pkl); default $HANDANNO_MODEL_DIR or the open hand model.")
 @click.option("--hand", type=click.Choice(["right", "left"]), default="right", show_default=True)
@@ -395,6 +405,11 @@ def _fit_summary(report) -> str:
                    "was missed or the detection disagrees with the fit (nor refit those frames).")
 @click.option("--no-export", is_flag=True, help="Do not write labels/.")
 @click.option("--overlays", is_flag=True, help="Write overlays/<frame>.png pictures of the fits.")
+@click.option("--overlay-video", is_flag=True,
+              help="Write SESSION/overlays.mp4 after the fit: every fitted frame in order, every view zoomed onto the "
+                   "hand with the mesh outline, skeleton and per-view errors.")
+@click.option("--overlay-fps", default=10.0, show_default=True, type=click.FloatRange(min=0, min_open=True),
+              help="Frame rate of overlays.mp4.")
 @click.option("--frames", default=None, metavar="SLICE",
               help="Frames to process, a slice over their order: 0:100, 10:, ::5 (a single number: that frame alone).")
 @click.option("--force", is_flag=True, help="Redo every stage even where its outputs exist.")
@@ -422,18 +437,27 @@ def _fit_summary(report) -> str:
               help="... and every joint angle at most this many degrees beyond its anatomical range.")
 @click.option("--batch-frames", default=None, type=click.IntRange(min=1),
               help="Frames fitted at once (default 64 on the CPU, 1024 on CUDA).")
+@click.option("--ray", "ray_address", is_flag=False, flag_value="auto", default=None, metavar="[auto|local|ADDRESS]",
+              help="Fit on a Ray cluster, the frames in shards (one task each, a GPU per task where the cluster has "
+                   "GPUs): auto (default: the cluster `ray start` made on this machine), HOST:PORT of its head node, "
+                   "or local (start Ray here). Needs pip install 'handanno[ray]'; see docs/scale.md.")
+@click.option("--shard-frames", default=None, type=click.IntRange(min=1),
+              help="With --ray: frames per shard, whole batches (default: one batch, see --batch-frames).")
 @_threads_option
-def fit_cmd(session: str, model_dir: str | None, hand: str, detector: str, weights: str | None, flip_test: bool,
+def fit_cmd(session: tuple[str, ...], model_dir: str | None, hand: str, detector: str, weights: str | None,
+            flip_test: bool,
             device: str, no_silhouette: bool, no_redetect: bool, no_export: bool, overlays: bool, frames: str | None,
             force: bool,
             max_reproj_px: float, max_reproj_rel: float, min_mask_iou: float, outlier_views: int,
             max_view_reproj_rel: float, min_view_mask_iou: float, max_triangulation_gap_mm: float,
             max_bone_dev: float, max_joint_limit_excess_deg: float, batch_frames: int | None,
-            threads: int | None) -> None:
+            ray_address: str | None, shard_frames: int | None,
+            overlay_video: bool, overlay_fps: float, threads: int | None) -> None:
     """Annotate a session: detect, triangulate, segment, fit the hand model, export FreiHAND labels.
 
     Each stage is skipped where its outputs already exist (--force redoes them); prints a
-    summary and writes SESSION/report.json.
+    summary and writes SESSION/report.json. Several --session: each in turn, or all at once
+    on a Ray cluster with --ray (exit status 1 when some frames could not be fitted).
     """
     from pathlib import Path
 
@@ -442,7 +466,7 @@ def fit_cmd(session: str, model_dir: str | None, hand: str, detector: str, weigh
 
     _set_threads(threads)
     settings = PipelineSettings(
-        session=Path(session), model_dir=Path(model_dir) if model_dir else None, hand=hand, detector=detector,
+        session=Path(session[0]), model_dir=Path(model_dir) if model_dir else None, hand=hand, detector=detector,
         detector_weights=Path(weights) if weights else None, detector_flip_test=flip_test, device=device,
         silhouette=not no_silhouette, redetect=not no_redetect,
         export=not no_export, overlays=overlays, frames=frames, force=force, batch_frames=batch_frames,
@@ -451,7 +475,34 @@ def fit_cmd(session: str, model_dir: str | None, hand: str, detector: str, weigh
                               min_view_mask_iou=min_view_mask_iou, max_triangulation_gap_mm=max_triangulation_gap_mm,
                               max_bone_dev=max_bone_dev, max_joint_limit_excess_deg=max_joint_limit_excess_deg),
     )  # fmt: skip
-    click.echo(_fit_summary(run_pipeline(settings)))
+    if ray_address is not None:
+        _fit_on_ray(session, settings, ray_address, shard_frames)
+        for one in session if overlay_video else ():
+            _overlay_video(one, model_dir, overlay_fps)
+        return
+    if shard_frames is not None:
+        raise HandannoError("--shard-frames is for a fit on Ray: add --ray (see docs/scale.md)")
+    from dataclasses import replace
+
+    for one in session:
+        click.echo(_fit_summary(run_pipeline(replace(settings, session=Path(one)))))
+        if overlay_video:
+            _overlay_video(one, model_dir, overlay_fps)
+
+
+def _fit_on_ray(sessions: tuple[str, ...], settings, address: str, shard_frames: int | None) -> None:
+    """``handanno fit --ray``: every session at once on a Ray cluster; exit status 1 when frames failed."""
+    from handanno.scale.ray_fit import fit_sessions_ray
+
+    job = fit_sessions_ray(sessions, settings, address=address, shard_frames=shard_frames)
+    for report in job.reports.values():
+        click.echo(_fit_summary(report))
+    click.echo(f"ray: {len(sessions)} session(s), {job.shards} fit shard(s) in batches of {job.batch_frames} frames, "
+               f"{job.wall_s:.1f} s")  # fmt: skip
+    if not job.ok:
+        click.echo("Error: some frames could not be fitted (their sessions' report.json lists them too):\n"
+                   + job.failure_message(), err=True)  # fmt: skip
+        sys.exit(1)
 
 
 @main.command("export")
@@ -472,6 +523,23 @@ def export_cmd(session: str, source: str, out: str | None, model_dir: str | None
     result = export_labels(session, source=source, out_dir=out, model_dir=model_dir, hand=hand)
     kind = "MANO" if result.is_mano else "non-MANO (open hand model)"
     click.echo(f"export: {result.samples} samples from {source} to {result.out_dir} ({kind} model {result.model_name})")
+
+
+@main.command("review")
+@click.option("--session", required=True, type=click.Path(exists=True, file_okay=False, path_type=str),
+              help="Session folder to review (fitted or not).")
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535), help="0: a free port.")
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to serve on; anything but 127.0.0.1/localhost lets others on the network see the "
+                   "session and change review.json.")
+@click.option("--open", "open_browser", is_flag=True, help="Open the page in the default web browser.")
+@click.option("--model-dir", type=click.Path(path_type=str), default=None,
+              help="MANO folder; default $HANDANNO_MODEL_DIR or the open hand model (must be the fits' model).")
+def review_cmd(session: str, port: int, host: str, open_browser: bool, model_dir: str | None) -> None:
+    """A local web page to check the fits and accept or reject frames (writes SESSION/review.json only)."""
+    from handanno.review.app import serve
+
+    serve(session, host=host, port=port, open_browser=open_browser, model_dir=model_dir)
 
 
 # --------------------------------------------------------------------------- calibrate
@@ -505,12 +573,21 @@ def export_cmd(session: str, source: str, out: str | None, model_dir: str | None
 @click.option("--detector-params", type=click.Path(exists=True, dir_okay=False, path_type=str), default=None,
               help="OpenCV YAML of ArUco DetectorParameters.")
 @click.option("--workers", default=2, show_default=True, type=click.IntRange(1), help="Detection threads.")
+@click.option("--max-views", default=60, show_default=True, type=click.IntRange(1),
+              help="Board videos: most instants chosen to calibrate on (diverse poses, seen by several cameras).")
+@click.option("--search-frames", default=400, show_default=True, type=click.IntRange(1),
+              help="Board videos: most frames per video searched for the board, evenly spaced.")
 def calibrate_cmd(calib_dir: str, board: str, out: str, fix_intrinsics: str | None, world: str,
                   report_dir: str | None, legacy: bool, refine_intrinsics: bool, intrinsic_flags: tuple[str, ...],
-                  loss: str, f_scale_px: float, detector_params: str | None, workers: int) -> None:
-    """Calibrate a multi-camera rig from board images in CALIB_DIR/<cam>/<image>.jpg|png.
+                  loss: str, f_scale_px: float, detector_params: str | None, workers: int, max_views: int,
+                  search_frames: int) -> None:
+    """Calibrate a multi-camera rig from board images CALIB_DIR/<cam>/<image>.jpg|png or videos CALIB_DIR/<cam>.mp4.
 
-    The same file stem in several camera folders is the same instant. Prints one line per
+    The same file stem in several camera folders is the same instant; with videos (one per
+    camera, synchronized: frame i of every video is the same instant), the board is searched
+    for in up to --search-frames frames of each, and up to --max-views instants where it is
+    seen are chosen (board poses spread over the images and in angle, seen by several
+    cameras); the numbers of frames decoded, with the board and chosen are printed. Prints one line per
     camera (RMS reprojection error, views used) and any warnings: camera folders without
     images (left out; an error if fewer than two cameras remain), chessboard views whose
     corner order the image does not tell (left out), views whose error stands far above
@@ -527,8 +604,22 @@ def calibrate_cmd(calib_dir: str, board: str, out: str, fix_intrinsics: str | No
         intrinsics=IntrinsicsSettings(flags=intrinsic_flags),
         bundle=BundleAdjustSettings(loss=loss, f_scale_px=f_scale_px), refine_intrinsics=refine_intrinsics,
     )  # fmt: skip
-    result = calibrate_directory(calib_dir, settings, out, report_dir=report_dir, fix_intrinsics=fix_intrinsics,
-                                 detector_params=detector_params, workers=workers)  # fmt: skip
+    from handanno.calibration.calib_io import find_calibration_videos
+
+    if find_calibration_videos(calib_dir):
+        from handanno.calibration.view_selection import ViewSelectionSettings
+        from handanno.capture.board_videos import BoardVideoSettings, calibrate_board_videos
+
+        video_settings = BoardVideoSettings(max_search_frames=search_frames, workers=workers, progress=True,
+                                            selection=ViewSelectionSettings(max_views=max_views))  # fmt: skip
+        result, sampling = calibrate_board_videos(calib_dir, settings, out, report_dir=report_dir,
+                                                  fix_intrinsics=fix_intrinsics, detector_params=detector_params,
+                                                  video_settings=video_settings)  # fmt: skip
+        for line in sampling.summary_lines():
+            click.echo(f"  {line}")
+    else:
+        result = calibrate_directory(calib_dir, settings, out, report_dir=report_dir, fix_intrinsics=fix_intrinsics,
+                                     detector_params=detector_params, workers=workers)  # fmt: skip
     click.echo(f"calibrate: {len(result.rig)} cameras, {len(result.stems)} board poses, "
                f"RMS {result.rms_px:.3f} px -> {out}")  # fmt: skip
     for rep in result.cameras:

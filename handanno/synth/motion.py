@@ -106,7 +106,7 @@ def _run_layer(layer, pose: np.ndarray, betas: np.ndarray, trans: np.ndarray):
 
 
 def make_motion(layer, hands_mean: np.ndarray, side: str, num_frames: int, fps: float, seed: int,
-                postures: str = "anatomical") -> HandMotion:  # fmt: skip
+                postures: str = "realistic") -> HandMotion:  # fmt: skip
     """Draw a shape and a smooth motion and pose the hand model for every frame.
 
     Betas are ``N(0, 1)`` clipped to [-2, 2]. The articulation comes from

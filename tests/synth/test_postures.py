@@ -81,7 +81,7 @@ def test_the_generators_differ_and_bad_names_are_refused(hand):
         articulations.sample_articulations(axes, 2, "mano")
     with pytest.raises(HandannoError, match="--postures"):
         SynthSettings("out", postures="mano")
-    assert SynthSettings("out").postures == "anatomical"  # the default, for now (see SynthSettings)
+    assert SynthSettings("out").postures == "realistic"  # the default; anatomical for comparison
 
 
 def test_cli_postures_option(tmp_path):
