@@ -119,10 +119,11 @@ class FitSettings:
     # roughly right on real hands; with few views the MAP balance (up to 25 x e_ref with two views)
     # let it pull real fits off their keypoints. Measured on the real two-camera capture
     # (../shared/data/real_2view, MediaPipe, 30 frames, 10 of 21 keypoints held out in one view per
-    # frame, error of the held-out keypoints): upper end 0.5 -> 0.02 gives 8.56 -> 6.06 px median
-    # (keypoints only), 7.94 -> 6.18 px with silhouettes; synthetic realistic postures, 30 frames:
-    # 2 views 3 px + 5 % MPJPE 1.46 -> 1.38 mm, 8 views 3 px + 10 % with silhouettes 0.65 -> 0.71 mm
-    # (PA-MPVPE 0.71 -> 0.72), 1 px unchanged (e < e_ref there).
+    # frame; benchmarks/bench_heldout_keypoints.py): the held-out keypoints' median error falls
+    # 8.87 -> 6.29 px (keypoints only), 8.02 -> 5.94 px (with silhouettes) from upper end 0.5 to
+    # 0.02 (fixed weights: 6.65 / 6.32); on synthetic realistic postures, 30 frames: 2 views 3 px +
+    # 5 % MPJPE 1.46 -> 1.38 mm, 8 views 3 px + 10 % with silhouettes 0.65 -> 0.71 mm (PA-MPVPE
+    # 0.71 -> 0.72), 1 px unchanged (e < e_ref there).
     evidence_range: tuple[float, float] = (1e-5, 0.02)
     # The shape prior (betas ~ N(0, 1)): w_shape_prior per frame with "fixed" weighting; with
     # "evidence", evidence_gain_shape times the harmonic mean of the frames' e, once for the

@@ -46,9 +46,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from handanno.annotate.fit_mano import FitSettings
-from handanno.annotate.pipeline import PipelineSettings, run_pipeline
+from handanno.annotate.pipeline import SHAPE_FILE, PipelineSettings, run_pipeline
 from handanno.annotate.quality import AcceptSettings
 from handanno.annotate.session_io import Session, keypoints_made_by_handanno, open_session, readable_fit
+from handanno.bootstrap.guided import detect_around_fits
 from handanno.bootstrap.metrics import better, progressed, round_metrics
 from handanno.bootstrap.visibility import MeshVisibility
 from handanno.data.files_io import read_json, write_json
@@ -247,7 +248,7 @@ def _train_round(
         # MediaPipe found too little to teach: the starting network has not looked at this
         # session yet, so this round detects with it as it is and refits
         log.warning("%s: round 1 detects with the starting network %s as it is, without fine-tuning", too_few, warm)
-        run_pipeline(_pipeline(s, detector="cpm", detector_weights=warm, force=True))
+        _detect_and_refit(s, warm)
         return _keep_round(s, rd, layer, trained_frames=0)
     labels = rd / "labels"
     export_session(session, layer, source="fits", out_dir=labels, only_accepted=True, progress=s.progress,
@@ -263,8 +264,26 @@ def _train_round(
     best = result.best_checkpoint or result.last_checkpoint
     log.info("bootstrap round %d: network trained on %d accepted frames (%d epochs), best %s %.4g", k,
              len(accepted), result.epochs_run, result.metric_name, result.best_metric or float("nan"))  # fmt: skip
-    run_pipeline(_pipeline(s, detector="cpm", detector_weights=best, force=True))
+    _detect_and_refit(s, best)
     return _keep_round(s, rd, layer, trained_frames=len(accepted))
+
+
+def _detect_and_refit(s: BootstrapSettings, weights: Path) -> None:
+    """Detect every view with ``weights`` around the last round's fits (a search where a frame has none), refit all.
+
+    The last round's fits and keypoints are kept in its folder; the session's are replaced:
+    every frame and the session's shape are fitted again (masks handanno made stay: they come
+    from the images).
+    """
+    from handanno.annotate.detect import DetectSettings, make_box_detector
+
+    session = open_session(s.session)
+    in_box = make_box_detector(DetectSettings(detector="cpm", weights=weights, hand=s.hand, device=s.device))
+    detect_around_fits(session, in_box, "cpm")
+    for path in session.fits_dir.glob("*.json"):
+        path.unlink()
+    (session.root / SHAPE_FILE).unlink(missing_ok=True)
+    run_pipeline(_pipeline(s, detector="cpm", detector_weights=weights))
 
 
 def _accepted_frames(session: Session) -> list[str]:

@@ -247,3 +247,48 @@ def test_bootstrap_command_maps_options_and_prints_the_table(session, weights, m
         refused = CliRunner().invoke(main, ["bootstrap", "--session", str(session), "--accept", bad])
         assert refused.exit_code != 0 and says in refused.output, refused.output
     assert "| 0 | 3/4 | 2.5 | 1/2 |" in res.output and "round 0's keypoints and fits (8 label samples)" in res.output
+
+
+def test_a_round_detects_every_view_in_a_crop_around_the_last_fit(session, weights):
+    """Round k's detection is framed on round k-1's fit in every view (not a search of the whole image): the
+    box handed to the detector is the fit's projection; a miss is written with conf 0; a frame without a fit
+    loses handanno's keypoints (searched again later); the user's files are never touched."""
+    from handanno.annotate.pipeline import PipelineSettings, run_pipeline
+    from handanno.annotate.redetect import fit_boxes, project_fits
+    from handanno.bootstrap.guided import detect_around_fits
+
+    run_pipeline(PipelineSettings(session=session, device="cpu", silhouette=False, export=False, fit=QUICK,
+                                  accept=AcceptSettings.accept_all(), progress=False))  # fmt: skip
+    s = open_session(session)
+    cam_made = s.keypoints_path("cam1", "000000")  # removed by the fixture: give it a file of handanno's
+    write_json(cam_made, {"keypoints": np.zeros((21, 3)).tolist(), "source": "cpm"})
+    user = {p: p.read_bytes() for p in (session / "keypoints2d").rglob("*.json") if p != cam_made}
+    no_fit = "000007"
+    (session / "fits" / f"{no_fit}.json").unlink()
+    write_json(s.keypoints_path("cam2", no_fit), {"keypoints": np.zeros((21, 3)).tolist(), "source": "cpm"})
+    user.pop(s.keypoints_path("cam2", no_fit))
+    seen = []
+
+    def in_box(image, box):
+        seen.append(np.asarray(box, np.float64))
+        return None if len(seen) == 1 else np.tile([[box[0], box[1], 0.9]], (21, 1))
+
+    s = open_session(session)
+    counts = detect_around_fits(s, in_box, "cpm")
+    # the views with no file of the user's in fitted frames: the ones the fixture removed
+    views = [(f, c) for f, cams in REMOVED.items() for c in cams]
+    order = sorted(views, key=lambda v: (s.frames.index(v[0]), s.cameras.index(v[1])))
+    assert counts.detected + counts.missed == len(views) == len(seen) and counts.missed == 1
+    assert counts.unguided == 1 and not s.keypoints_path("cam2", no_fit).exists()
+    assert counts.kept == (len(s.frames) - 1) * 4 - len(views)  # the user's files
+    for (frame, cam), box in zip(order, seen, strict=True):
+        joints = np.asarray(json.loads((session / "fits" / f"{frame}.json").read_text())["joints"])[None]
+        want = fit_boxes(project_fits(joints, s.rig)[0])[0, s.cameras.index(cam)]
+        np.testing.assert_allclose(box, want, atol=1e-6)  # framed on the fit's projection in that view
+    for p, b in user.items():  # the user's (synth) files untouched
+        assert p.read_bytes() == b, p
+    first, second = (s.keypoints_path(c, f) for f, c in order[:2])
+    assert json.loads(first.read_text())["source"] == "cpm"  # the miss: written with conf 0
+    assert np.all(np.asarray(json.loads(first.read_text())["keypoints"])[:, 2] == 0)
+    kp = np.asarray(json.loads(second.read_text())["keypoints"])
+    np.testing.assert_allclose(kp[:, :2], np.tile(seen[1][:2], (21, 1)), atol=1e-3)
