@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import platform
 import shutil
 import tempfile
 import time
@@ -32,6 +31,7 @@ import torch
 from handanno.annotate.fit_mano import FitSettings
 from handanno.annotate.pipeline import PipelineSettings, run_pipeline
 from handanno.annotate.session_io import open_session, read_keypoints_file, write_keypoints_file
+from handanno.device import cpu_name
 
 HELD_OUT = [2, 4, 6, 8, 10, 12, 14, 16, 18, 20]
 VARIANTS = {
@@ -93,7 +93,7 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     logging.basicConfig(level=logging.ERROR)
-    machine = platform.processor() or platform.machine()
+    machine = cpu_name()
     print(f"# held-out keypoints on {args.session}, frames {args.frames}; {machine}, "
           f"torch {torch.__version__}, {args.threads} thread(s)")
     print("| fit | silhouettes | held-out median px | held-out mean px | fit's own reprojection median px | s |")

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import shutil
 import tempfile
 import time
@@ -33,17 +32,8 @@ import torch
 
 from handanno.annotate.pipeline import PipelineSettings, fit_stretch, run_pipeline
 from handanno.annotate.session_io import read_fit
+from handanno.device import cpu_name
 from handanno.synth.capture import SynthSettings, synthesize
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "?"
 
 
 def fits(root: Path) -> dict[str, dict]:

@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import platform
 import statistics
 import sys
 import time
@@ -33,6 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from handanno.annotate.fit_mano import FitSettings  # noqa: E402
 from handanno.annotate.render import SilhouetteSettings, project_to_render, render_silhouettes  # noqa: E402
 from handanno.annotate.render_reference import render_silhouettes_dense  # noqa: E402
+from handanno.device import cpu_name  # noqa: E402
 from handanno.errors import HandannoError  # noqa: E402
 
 log = logging.getLogger("bench_render")
@@ -121,16 +121,6 @@ def time_fwd_bwd(fn, verts: torch.Tensor, target: torch.Tensor, repeats: int, de
         if i:
             times.append(time.perf_counter() - t0)
     return statistics.median(times)
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def main() -> None:
