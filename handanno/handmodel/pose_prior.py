@@ -114,9 +114,9 @@ def register_model_file(path: str | os.PathLike) -> None:
 
 
 def _candidate_files(side: str) -> list[Path]:
-    from handanno.handmodel.model_io import MANO_FILES, MODEL_DIR_ENV, OPEN_MODEL_FILES
+    from handanno.handmodel.model_io import LOADED_MODEL_FILES, MANO_FILES, MODEL_DIR_ENV, OPEN_MODEL_FILES
 
-    out = list(_REGISTERED)
+    out = list(_REGISTERED) + [p for p in LOADED_MODEL_FILES if p not in _REGISTERED]
     env = os.environ.get(MODEL_DIR_ENV, "").strip()
     if env:
         out.append(Path(env).expanduser() / MANO_FILES[side])
@@ -127,7 +127,8 @@ def _candidate_files(side: str) -> list[Path]:
 def model_statistics(hands_mean: np.ndarray, side: str, min_std_rad: float = MIN_STD_RAD) -> PoseStatistics | None:
     """The pose statistics of the model whose ``hands_mean`` this is, or None where its file has none.
 
-    Looks for a model file (:func:`register_model_file`, ``$HANDANNO_MODEL_DIR``, the open
+    Looks for a model file (:func:`register_model_file`, the files
+    :func:`~handanno.handmodel.model_io.load_hand_model` read, ``$HANDANNO_MODEL_DIR``, the open
     model) with this ``hands_mean`` (to 1e-6 rad) and ``hands_components`` and ``hands_coeffs``;
     the result is cached per process.
 

@@ -11,7 +11,7 @@ import torch
 from handanno.annotate import losses
 from handanno.annotate.fit_mano import FitSettings, pose_prior_basis
 from handanno.errors import HandannoError
-from handanno.handmodel import pose_prior
+from handanno.handmodel import model_io, pose_prior
 from handanno.handmodel.articulations import sample_articulations
 from handanno.handmodel.hand_axes import hand_axes, joint_bases
 from handanno.handmodel.mano import HandModelData, ManoLayer
@@ -83,6 +83,7 @@ def test_a_model_folder_given_as_model_dir_gives_its_statistics(tmp_path, monkey
     fit's prior comes from that file's hands_coeffs."""
     monkeypatch.delenv("HANDANNO_MODEL_DIR", raising=False)
     monkeypatch.setattr(pose_prior, "_REGISTERED", [])
+    monkeypatch.setattr(model_io, "LOADED_MODEL_FILES", [])
     d = make_mano_dict(seed=5)
     d["hands_coeffs"] = np.random.default_rng(6).normal(scale=0.3, size=(200, 45))
     (tmp_path / "MANO_RIGHT.pkl").write_bytes(pickle.dumps(d, protocol=2))
