@@ -10,8 +10,9 @@ Usage: ``.venv/bin/python benchmarks/bench_import.py [--cameras 3] [--frames 90]
 2. Scan (decode every frame, ``grab`` only) and a plain import with the true offsets: frames
    per second decoded, images per second decoded + encoded + written.
 3. ``--sync hand`` with an oracle detector (the projection of the ground-truth joints, for
-   the frame the decoded image is, looked up by its bytes), then with MediaPipe if it is
-   installed: the recovered offsets, the median multi-view reprojection error and the time.
+   the frame the decoded image is, looked up by its bytes), with the shipped heatmap network
+   (``--sync-detector cpm``), then with MediaPipe if it is installed: the recovered offsets,
+   the median multi-view reprojection error and the time.
 4. With ``--real DIR`` (the real_2view capture): scan speed and ``--sync hand`` with
    MediaPipe on its two videos (synchronized by frame index: the offset should be 0), and
    on re-encoded copies where cam1 starts 7 frames late (offset -7) or cam0 12 frames late
@@ -34,7 +35,7 @@ import cv2
 
 from handanno.calibration.rig_io import parse_image_size
 from handanno.capture.video_io import scan_video
-from handanno.capture.videos import ImportSettings, import_videos
+from handanno.capture.videos import ImportSettings, NetworkSyncDetector, import_videos
 from handanno.synth.capture import SynthSettings, synthesize
 from handanno.synth.videos import VideoOracle, write_shifted_videos
 
@@ -107,6 +108,7 @@ def main() -> None:
     p.add_argument("--real", type=Path, default=None, help="the real_2view folder (media/, camera_parameters/)")
     p.add_argument("--samples", type=int, default=30, help="--sync-samples")
     p.add_argument("--no-mediapipe", action="store_true")
+    p.add_argument("--no-network", action="store_true", help="skip --sync-detector cpm (the shipped network)")
     p.add_argument("--out", default=None, help="work folder (default: a temporary one, removed afterwards)")
     args = p.parse_args()
     logging.basicConfig(level=logging.WARNING)
@@ -131,6 +133,9 @@ def main() -> None:
               f"{rep.seconds['total']:.2f} s (scan {rep.seconds['scan']:.2f} s, write {rep.seconds['write']:.2f} s: "
               f"{rep.decode_write_fps:.0f} images/s decoded + JPEG-encoded + written, 2 writer threads)")
         bench_sync("oracle detector", root / "oracle", videos, rig, oracle, truth, samples=args.samples)
+        if not args.no_network:
+            bench_sync("shipped network (--sync-detector cpm)", root / "network", videos, rig,
+                       NetworkSyncDetector(None), truth, samples=args.samples)  # fmt: skip
         if mediapipe is not None:
             bench_sync("MediaPipe", root / "mediapipe", videos, rig, mediapipe, truth, samples=args.samples)
         if args.real is not None:

@@ -125,13 +125,19 @@ def import_group() -> None:
               help="--sync hand samples this many frames of the first camera.")
 @click.option("--hand", type=click.Choice(["right", "left"]), default="right", show_default=True,
               help="The hand --sync hand looks for.")
+@click.option("--sync-detector", type=click.Choice(["mediapipe", "cpm"]), default="mediapipe", show_default=True,
+              help="What finds the hand for --sync hand: MediaPipe, or the heatmap network (--sync-weights, default "
+                   "the one shipped with handanno).")
+@click.option("--sync-weights", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="Checkpoint for --sync-detector cpm.")
 @click.option("--workers", default=2, show_default=True, type=click.IntRange(min=1), help="Image-writing threads.")
 @click.option("--force", is_flag=True,
               help="Import again although SESSION was imported from other videos or settings (the images the "
                    "earlier import wrote are replaced; nothing else is touched).")
 def import_videos_cmd(videos: tuple[Path, ...], out: Path, names: str | None, rig: Path | None, scale: float | None,
                       every: int, start: float | None, end: float | None, offsets: str | None, sync: str,
-                      sync_search: int, sync_samples: int, hand: str, workers: int, force: bool) -> None:
+                      sync_search: int, sync_samples: int, hand: str, sync_detector: str, sync_weights: Path | None,
+                      workers: int, force: bool) -> None:
     """Import one video per camera (VIDEOS, in camera order) into a session folder.
 
     Writes SESSION/images/<cam>/<frame>.jpg with <frame> the index on the cameras' common
@@ -145,7 +151,8 @@ def import_videos_cmd(videos: tuple[Path, ...], out: Path, names: str | None, ri
     settings = ImportSettings(
         out=out, videos=videos, names=tuple(n.strip() for n in names.split(",")) if names else None, rig=rig,
         scale=scale, every=every, start=start, end=end, offsets=parse_offsets(offsets), sync=sync,
-        sync_search=sync_search, sync_samples=sync_samples, hand=hand, force=force, workers=workers, progress=True,
+        sync_search=sync_search, sync_samples=sync_samples, hand=hand, sync_detector=sync_detector,
+        sync_weights=sync_weights, force=force, workers=workers, progress=True,
     )  # fmt: skip
     click.echo(import_videos(settings).summary())
 

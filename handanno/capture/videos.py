@@ -62,6 +62,7 @@ log = logging.getLogger(__name__)
 RECORD_NAME = "import.json"
 GENERATOR = "handanno import videos"
 SYNC_MODES = ("frame", "hand")
+SYNC_DETECTORS = ("mediapipe", "cpm")
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]*")
 _OUR_TEMP = re.compile(r"\.\d{6,}\..+\.tmp\.jpg")
 _DERIVED = ("keypoints2d", "masks", "fits", "labels", "overlays", "bootstrap")
@@ -98,6 +99,9 @@ class ImportSettings:
         sync_search: ``sync="hand"`` tries offsets in ``[-sync_search, sync_search]``.
         sync_samples: ``sync="hand"`` samples this many reference frames.
         hand: the hand MediaPipe looks for (``sync="hand"``).
+        sync_detector: what finds the hand for ``sync="hand"``: ``"mediapipe"`` or ``"cpm"``
+            (the heatmap network: ``sync_weights``, default the one shipped with handanno).
+        sync_weights: the network's checkpoint for ``sync_detector="cpm"``.
         force: import again although the session was imported from other sources or settings.
         jpeg_quality: of the written images.
         workers: threads encoding and writing images.
@@ -117,6 +121,8 @@ class ImportSettings:
     sync_search: int = 30
     sync_samples: int = 30
     hand: str = "right"
+    sync_detector: str = "mediapipe"
+    sync_weights: Path | None = None
     force: bool = False
     jpeg_quality: int = 95
     workers: int = 2
@@ -146,6 +152,9 @@ class ImportSettings:
                                 f"cameras ({', '.join(names)})")  # fmt: skip
         if self.sync not in SYNC_MODES:
             raise HandannoError(f"--sync must be one of {', '.join(SYNC_MODES)}, got {self.sync!r}")
+        if self.sync_detector not in SYNC_DETECTORS:
+            raise HandannoError(f"--sync-detector must be one of {', '.join(SYNC_DETECTORS)}, got "
+                                f"{self.sync_detector!r}")  # fmt: skip
         if self.sync == "hand" and self.offsets:
             raise HandannoError("give either --offsets or --sync hand, not both")
         if self.sync == "hand" and len(names) < 2:
@@ -177,6 +186,9 @@ class ImportSettings:
                "jpeg_quality": self.jpeg_quality}  # fmt: skip
         if self.sync == "hand":
             rec.update(sync_search=self.sync_search, sync_samples=self.sync_samples, hand=self.hand)
+            if self.sync_detector != "mediapipe":  # (records made before the option stay equal)
+                rec.update(sync_detector=self.sync_detector,
+                           sync_weights=None if self.sync_weights is None else str(self.sync_weights))  # fmt: skip
         return rec
 
 
@@ -379,9 +391,7 @@ def _sync(settings: ImportSettings, rig: CameraRig, scans: Mapping[str, VideoSca
     samples = {c: line.source(i, ts) for i, c in enumerate(cams)}
     own = detector is None
     if own:
-        from handanno.annotate.detect_mediapipe import MediaPipeDetector
-
-        detector = MediaPipeDetector(hand=settings.hand)
+        detector = make_sync_detector(settings)
     try:
         return sync_videos(rig, {c: (scans[c].path, scans[c].frames, scans[c].size) for c in cams}, samples, detector,
                            SyncSettings(search=settings.sync_search, samples=settings.sync_samples),
@@ -389,6 +399,35 @@ def _sync(settings: ImportSettings, rig: CameraRig, scans: Mapping[str, VideoSca
     finally:
         if own:
             detector.close()
+
+
+class NetworkSyncDetector:
+    """``--sync-detector cpm``: the heatmap network as a :data:`HandDetector` for the sync's samples.
+
+    The samples jump between cameras and times, so each image starts from the last hand's box
+    and searches the whole image when the hand is not there (:class:`HandTracker` on one key).
+    """
+
+    def __init__(self, weights: Path | None, device: str = "auto"):
+        from handanno.annotate.detect import DetectSettings, make_detector
+
+        self._tracker = make_detector(DetectSettings(detector="cpm", weights=weights, device=device))
+
+    def __call__(self, image: np.ndarray) -> np.ndarray | None:
+        """``(21, 3)`` ``[u, v, conf]`` keypoints of the hand in the ``(H, W, 3)`` BGR image, or None."""
+        return self._tracker(image, "sync")
+
+    def close(self) -> None:
+        """Nothing to release (for the same use as MediaPipe's detector)."""
+
+
+def make_sync_detector(settings: ImportSettings) -> HandDetector:
+    """The detector ``settings.sync_detector`` names, for ``--sync hand`` (call its ``close()`` after)."""
+    if settings.sync_detector == "cpm":
+        return NetworkSyncDetector(settings.sync_weights)
+    from handanno.annotate.detect_mediapipe import MediaPipeDetector
+
+    return MediaPipeDetector(hand=settings.hand)
 
 
 def import_videos(settings: ImportSettings, detector: HandDetector | None = None) -> ImportReport:

@@ -103,3 +103,27 @@ def test_sample_errors_is_zero_for_consistent_views_and_nan_without_keypoints(sy
     kp = np.stack([np.concatenate([c.project(pts), np.ones((21, 1))], axis=1) for c in rig])[None]
     assert sample_errors(rig, kp)[0] < 1e-6
     assert np.isnan(sample_errors(rig, np.zeros_like(kp)))[0]
+
+
+def test_sync_with_the_shipped_network_recovers_the_offsets(synced_capture, tmp_path):
+    """``--sync-detector cpm``: the network shipped with handanno finds the hand in the sampled frames
+    (no oracle). At 160x120 the hand is ~40 px and moves ~1 px between frames, so its detections
+    place each offset within 2 frames (measured: -9 / +11 for -7 / +12); at 640x480
+    (benchmarks/bench_import.py) they come out exact. A detector that missed the hand would leave
+    the offsets anywhere in +-30."""
+    from handanno.capture.videos import NetworkSyncDetector, make_sync_detector
+    from handanno.models.checkpoints import shipped_detector_weights
+
+    if shipped_detector_weights() is None:
+        pytest.skip("this install has no shipped network")
+    videos, rig, _ = synced_capture
+    settings = ImportSettings(out=tmp_path / "session", videos=videos, rig=rig, sync="hand", sync_detector="cpm")
+    detector = make_sync_detector(settings)
+    assert isinstance(detector, NetworkSyncDetector)
+    rep = import_videos(settings, detector=detector)
+    assert all(abs(rep.offsets[c] - k) <= 2 for c, k in OFFSETS.items()), rep.sync
+    assert rep.sync["residual_px"] < 3.0 and sum(rep.sync["detections"].values()) >= 60, rep.sync
+    record = json.loads((tmp_path / "session" / "import.json").read_text())
+    assert record["request"]["settings"]["sync_detector"] == "cpm"
+    with pytest.raises(HandannoError, match="--sync-detector must be one of"):
+        ImportSettings(out="s", videos=videos, sync="hand", sync_detector="openpose")
