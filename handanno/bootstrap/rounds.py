@@ -48,7 +48,13 @@ from pathlib import Path
 from handanno.annotate.fit_mano import FitSettings
 from handanno.annotate.pipeline import SHAPE_FILE, PipelineSettings, run_pipeline
 from handanno.annotate.quality import AcceptSettings
-from handanno.annotate.session_io import Session, keypoints_made_by_handanno, open_session, readable_fit
+from handanno.annotate.session_io import (
+    Session,
+    keypoints_made_by_handanno,
+    mask_made_by_handanno,
+    open_session,
+    readable_fit,
+)
 from handanno.bootstrap.guided import detect_around_fits
 from handanno.bootstrap.metrics import better, progressed, round_metrics
 from handanno.bootstrap.visibility import MeshVisibility
@@ -272,8 +278,8 @@ def _detect_and_refit(s: BootstrapSettings, weights: Path) -> None:
     """Detect every view with ``weights`` around the last round's fits (a search where a frame has none), refit all.
 
     The last round's fits and keypoints are kept in its folder; the session's are replaced:
-    every frame and the session's shape are fitted again (masks handanno made stay: they come
-    from the images).
+    every frame and the session's shape are fitted again, and the masks handanno made are made
+    again (GrabCut is seeded by the fit: a better fit, a better mask); the user's masks stay.
     """
     from handanno.annotate.detect import DetectSettings, make_box_detector
 
@@ -282,6 +288,9 @@ def _detect_and_refit(s: BootstrapSettings, weights: Path) -> None:
     detect_around_fits(session, in_box, "cpm")
     for path in session.fits_dir.glob("*.json"):
         path.unlink()
+    for path in (session.root / "masks").glob("*/*.png"):
+        if mask_made_by_handanno(path):
+            path.unlink()
     (session.root / SHAPE_FILE).unlink(missing_ok=True)
     run_pipeline(_pipeline(s, detector="cpm", detector_weights=weights))
 

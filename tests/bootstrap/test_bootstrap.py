@@ -292,3 +292,25 @@ def test_a_round_detects_every_view_in_a_crop_around_the_last_fit(session, weigh
     assert np.all(np.asarray(json.loads(first.read_text())["keypoints"])[:, 2] == 0)
     kp = np.asarray(json.loads(second.read_text())["keypoints"])
     np.testing.assert_allclose(kp[:, :2], np.tile(seen[1][:2], (21, 1)), atol=1e-3)
+
+
+def test_a_rounds_refit_starts_from_fresh_fits_masks_and_shape_but_keeps_the_users(session, weights, monkeypatch):
+    """Before a round refits: the last fits and shape.json go (kept in the round's folder), the masks handanno
+    made go (GrabCut is seeded by the fit, so they are made again), the user's masks stay; then the pipeline
+    runs with the new network, not forced (forcing would search every view again instead of the fits' crops)."""
+    from handanno.annotate.pipeline import PipelineSettings, run_pipeline
+    from handanno.annotate.session_io import write_mask
+
+    run_pipeline(PipelineSettings(session=session, device="cpu", silhouette=False, export=False, fit=QUICK,
+                                  accept=AcceptSettings.accept_all(), progress=False))  # fmt: skip
+    ours, users = session / "masks" / "cam0" / "000001.png", session / "masks" / "cam1" / "000001.png"
+    write_mask(ours, np.ones((120, 160), bool))  # made by handanno (GrabCut's tag)
+    write_mask(users, np.ones((120, 160), bool), source=None)  # the user's
+    assert (session / "shape.json").is_file()
+    calls = []
+    monkeypatch.setattr(rounds, "run_pipeline", lambda settings: calls.append(settings))
+    rounds._detect_and_refit(_settings(session, weights), weights)
+    assert not list((session / "fits").glob("*.json")) and not (session / "shape.json").exists()
+    assert not ours.exists() and users.is_file()
+    (s,) = calls
+    assert (s.detector, s.detector_weights, s.force) == ("cpm", weights, False)
