@@ -476,8 +476,9 @@ def fit_batch(
             )
         if settings.w_temporal > 0 and temporal_on:
             # on keypoints of the shape held fixed: else shrinking the hand is a cheap way to slow it down
+            # (a shape that is not fitted, as after the session's shape pass, is held already: no second pass)
             pose_b, betas_b, trans_b = params()
-            moving = layer.keypoints(pose_b, betas_b.detach(), trans_b)
+            moving = layer.keypoints(pose_b, betas_b.detach(), trans_b) if betas_b.requires_grad else joints
             w_t = settings.w_temporal * (e_stage / e_fixed if evidence else 1.0)
             total = total + w_t * 1e6 * losses.temporal_loss(moving, inputs.neighbour, settings.temporal_order)
         return total
