@@ -194,7 +194,8 @@ def create_app(session_dir: str | os.PathLike, model_dir: str | os.PathLike | No
     Raises:
         HandannoError: the session cannot be opened, or its ``review.json`` is broken.
     """
-    session = open_session(session_dir, obey_review=False)
+    # absolute: the session's image paths are joined to it, and every served path is checked against it
+    session = open_session(Path(session_dir).resolve(), obey_review=False)
     read_review(session.root)  # a broken review.json stops here, naming the file
     state = _State(session=session, model_dir=None if model_dir is None else str(model_dir),
                    fits=FitReader(session.fits_dir), cache=LRUCache(cache_mb << 20),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -94,6 +95,17 @@ def test_a_symlink_out_of_the_session_is_refused(synth_dir, copy_session, tmp_pa
     r = client.get("/api/view/000001/cam1.jpg")
     assert r.status_code == 403 and "outside the session" in r.get_json()["error"]
     assert client.get("/api/view/000001/cam0.jpg").status_code == 200  # the other views still work
+
+
+def test_a_session_given_by_a_relative_path_serves_its_images(fitted_dir, monkeypatch):
+    """``handanno review --session runs/s`` from the folder above it: the images are found (the session's
+    paths are not joined to the relative root twice)."""
+    monkeypatch.chdir(fitted_dir.parent)
+    client = create_app(Path(fitted_dir.name)).test_client()
+    for url in ("/api/view/000000/cam0.jpg", "/api/view/000000/cam1.jpg?full=1"):
+        r = client.get(url)
+        assert r.status_code == 200, (url, r.status_code, r.data[:200])
+        assert _decode(r.data).ndim == 3
 
 
 def test_other_hosts_and_cross_site_writes_are_refused(fitted_dir, copy_session):
