@@ -54,9 +54,11 @@ from handanno.annotate.redetect import (
     agreeing_keypoints,
     fit_boxes,
     hand_found,
+    nearest_fitted,
     project_fits,
     replaces,
     views_to_redetect,
+    widen_boxes,
 )
 from handanno.annotate.segment import Masks, load_masks, segment_from_fit
 from handanno.annotate.session_io import (
@@ -384,9 +386,11 @@ def _fit_stretch(
 
     batch = settings.batch_frames or (1024 if run.device.type == "cuda" else 64)
     batches = frame_batches(todo, batch, offset)
+    fitted_joints: dict[int, np.ndarray] = {}  # {frame index: fitted joints} of this run
     for sel in _bar(batches, settings, "fit", total=len(batches)):
         # 2-4. triangulate, fit (+ segment), quality and the fit's record
         joints = fitter.fit(sel, kp_all)  # {frame index: fitted joints}
+        fitted_joints.update(joints)
         fitted = np.array(sorted(joints), dtype=int)
         views["total"] += len(fitted) * len(session.cameras)
         views["found_before"] += views_found(fitted)
@@ -398,9 +402,87 @@ def _fit_stretch(
             _lap(timings, "redetect", t)
             views["redetected"] += int(redone.sum())
             if redone.any():
-                fitter.fit(fitted[redone.any(axis=1)], kp_all, refit=True)
+                fitted_joints.update(fitter.fit(fitted[redone.any(axis=1)], kp_all, refit=True))
         views["found_after"] += views_found(fitted)
+    # 6. frames seen in one view only: look in the other views around the nearest fitted frame's hand
+    if settings.redetect and settings.detector != "given" and settings.redetection.neighbour_frames > 0:
+        # frame by frame outwards from the fitted ones (the hand entering: each newly fitted frame guides the next)
+        while True:
+            t = time.perf_counter()
+            lone = guide_lone_frames(session, kp_all, fitted_joints, skipped, detectors, settings)
+            _lap(timings, "redetect", t)
+            if not lone.size:
+                break
+            for b in lone:
+                skipped.pop(session.frames[b], None)
+            new = fitter.fit(lone, kp_all)
+            if not new:
+                break
+            fitted_joints.update(new)
+            again = np.array(sorted(new), dtype=int)
+            views["total"] += len(again) * len(session.cameras)
+            views["found_before"] += len(again)  # one view each before
+            views["found_after"] += views_found(again)
+            views["redetected"] += views_found(again) - len(again)
+            log.info("%d frame(s) seen in one view were found in more around a neighbouring fit and fitted", len(again))
     return FramesResult(records=fitter.records, skipped=skipped, timings_s=timings, views=views)
+
+
+def guide_lone_frames(
+    session: Session, kp_all: np.ndarray, fitted_joints: dict[int, np.ndarray], skipped: dict[str, str],
+    detectors: RunDetectors, settings: PipelineSettings,
+) -> np.ndarray:
+    """Step 6: frames skipped for being seen in one view, detected again in the others around a neighbour's fit.
+
+    The hand entering or leaving the capture, or the detector missing it in all views but one:
+    the nearest fitted frame (at most ``redetection.neighbour_frames`` away, this run's fits or
+    the session's) says where the hand was a moment before or after; each view without the
+    hand is detected in that fit's box, widened (``neighbour_box_scale``). A detection that
+    finds the hand is written (never over a file the user brought) and put in ``kp_all``; the
+    frame's own fit and its acceptance then judge it.
+
+    Returns:
+        ``(K,)`` int: the frames now seen in at least two views (to fit).
+    """
+    rs, min_conf = settings.redetection, settings.min_keypoint_conf
+    seen = hand_found(kp_all, rs, min_conf)  # (N, C)
+    lone = [b for b, f in enumerate(session.frames) if f in skipped and seen[b].sum() == 1]
+    if not lone:
+        return np.zeros(0, dtype=int)
+
+    def joints_of(b: int) -> np.ndarray | None:
+        if b in fitted_joints:
+            return fitted_joints[b]
+        rec = readable_fit(session.fit_path(session.frames[b]))
+        return None if rec is None else np.asarray(rec["joints"], np.float64)
+
+    fitted = sorted(set(fitted_joints) | {b for b, f in enumerate(session.frames)
+                                          if f not in skipped and session.fit_path(f).is_file()})  # fmt: skip
+    found = []
+    for b in lone:
+        n = nearest_fitted(b, fitted, rs.neighbour_frames)
+        guide = None if n is None else joints_of(n)
+        if guide is None:
+            continue
+        proj, in_front = project_fits(guide[None], session.rig)
+        boxes = widen_boxes(fit_boxes(proj)[0], rs.neighbour_box_scale)  # (C, 4)
+        frame = session.frames[b]
+        for c, cam in enumerate(session.cameras):
+            path = session.keypoints_path(cam, frame)
+            image = session.images.get((cam, frame))
+            users = path.is_file() and not keypoints_made_by_handanno(path)
+            if seen[b, c] or not in_front[0, c] or image is None or users:
+                continue
+            new = detectors.in_box()(read_image(image), boxes[c])
+            if new is None or not hand_found(new, rs, min_conf):
+                continue
+            write_keypoints_file(path, new, settings.detector)
+            kp_all[b, c] = new
+            seen[b, c] = True
+        if seen[b].sum() >= 2:
+            found.append(b)
+    log.info("frames seen in one view: %d, found in more views around a neighbouring fit: %d", len(lone), len(found))
+    return np.array(found, dtype=int)
 
 
 def frame_batches(todo: list[int] | np.ndarray, batch: int, offset: int = 0) -> list[np.ndarray]:

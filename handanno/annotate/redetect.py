@@ -20,6 +20,7 @@ Convention:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -46,9 +47,16 @@ class RedetectSettings:
         min_agreeing: a new detection replaces the old one only with at least this many
             agreeing keypoints, and only when its median error to the fit is smaller than
             the old detection's (or the old one did not show the hand).
+        neighbour_frames: a frame seen in one view only (no fit of its own) is looked at
+            again in the other views around the fit of the nearest fitted frame at most this
+            many frames away (in the session's order; 0: never).
+        neighbour_box_scale: that fit's box is widened by this factor about its centre (the
+            hand moved between the frames).
     """
 
     min_keypoints: int = 4
+    neighbour_frames: int = 2
+    neighbour_box_scale: float = 1.3
     max_view_err_rel: float = 0.10
     max_keypoint_err_rel: float = 0.15
     max_outlier_frac: float = 0.25
@@ -206,3 +214,30 @@ def replaces(new: np.ndarray, old: np.ndarray, proj: np.ndarray, settings: Redet
     if not hand_found(old, settings, min_conf):
         return True
     return bool(median_error_rel(new, proj, min_conf) < median_error_rel(old, proj, min_conf))
+
+
+def nearest_fitted(frame: int, fitted: Sequence[int], max_gap: int) -> int | None:
+    """The fitted frame index nearest ``frame`` at most ``max_gap`` away (the earlier one on a tie), or None.
+
+    Example:
+        >>> nearest_fitted(5, [1, 3, 8], 2), nearest_fitted(5, [1, 8], 2), nearest_fitted(0, [1], 1)
+        (3, None, 1)
+    """
+    best = None
+    for f in fitted:
+        gap = abs(int(f) - frame)
+        if 0 < gap <= max_gap and (best is None or gap < abs(best - frame) or gap == abs(best - frame) and f < best):
+            best = int(f)
+    return best
+
+
+def widen_boxes(boxes: np.ndarray, scale: float) -> np.ndarray:
+    """``(..., 4)`` ``[x0, y0, x1, y1]`` boxes scaled by ``scale`` about their centres.
+
+    Example:
+        >>> widen_boxes(np.array([10.0, 20.0, 30.0, 60.0]), 1.5).tolist()
+        [5.0, 10.0, 35.0, 70.0]
+    """
+    centre = (boxes[..., :2] + boxes[..., 2:]) / 2
+    half = (boxes[..., 2:] - boxes[..., :2]) / 2 * scale
+    return np.concatenate([centre - half, centre + half], axis=-1)

@@ -396,3 +396,25 @@ def test_mediapipe_detects_a_small_hand_in_its_box(draw_hand):
     assert np.median(err) < 0.1 * size, err
     margin = 0.25 * size
     assert np.all((found[:, :2] > box[:2] - margin) & (found[:, :2] < box[2:] + margin))
+
+
+def test_a_frame_seen_in_one_view_is_found_in_the_others_around_its_neighbours_fit(session, monkeypatch):
+    """Frame 000002 keeps one detection (cam0): it cannot be triangulated, so it has no fit of its own. Step 6
+    detects its other views in the box of frame 000001's fit (widened): the hand is found, written, and the
+    frame fitted from them; with ``neighbour_frames=0`` it stays skipped."""
+    lone = "000002"
+    for cam in ("cam1", "cam2", "cam3"):
+        (session / "keypoints2d" / cam / f"{lone}.json").unlink()
+    off = Path(shutil.copytree(session, session.parent / "off"))
+    report, oracle, _, fitted = _run(session, monkeypatch)
+    assert {("cam1", lone), ("cam2", lone), ("cam3", lone)} <= set(oracle.calls)
+    assert lone not in report.skipped and report.frames_fitted == 3
+    assert fitted[-1] == [lone]  # fitted after the others, alone
+    for cam in ("cam1", "cam2", "cam3"):
+        assert read_json(session / "keypoints2d" / cam / f"{lone}.json")["source"] == "cpm"
+        assert _view_err(session, (cam, lone)) < 0.5
+    q = read_fit(session / "fits" / f"{lone}.json")["quality"]
+    assert all(v is not None and v < 3.0 for v in q["reproj_err_px"].values()), q
+    rs = replace(RS, neighbour_frames=0)
+    report_off, _, _, _ = _run(off, monkeypatch, redetection=rs)
+    assert "only 1 view" in report_off.skipped[lone] and not (off / "fits" / f"{lone}.json").exists()
