@@ -338,7 +338,6 @@ def test_ddp_two_processes_on_cpu(labels, tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not os.environ.get("HANDANNO_TEST_TORCHRUN"), reason="set HANDANNO_TEST_TORCHRUN=1 (~30 s)")
 def test_torchrun_ddp_on_cpu(labels, tmp_path):
     """The real launcher: ``torchrun --nproc_per_node=2 -m handanno.cli train ...`` with the Gloo backend."""
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={_free_port()}",
