@@ -33,6 +33,7 @@ Prints one line per measurement (median and 95th percentile).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -165,19 +166,27 @@ def _stats(xs: list[float]) -> str:
     return f"median {statistics.median(xs):.0f} ms, p95 {p95:.0f} ms, max {xs[-1]:.0f} ms (n={len(xs)})"
 
 
+@contextlib.contextmanager
+def chromium_page(timeout_ms: int):
+    """``(context, page)`` of a headless Chromium with a fresh profile (Debian's /usr/bin/chromium)."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p, tempfile.TemporaryDirectory(prefix="handanno-chromium-") as profile:
+        ctx = p.chromium.launch_persistent_context(profile, executable_path=CHROMIUM, headless=True,
+                                                   args=CHROMIUM_ARGS, viewport=VIEWPORT)  # fmt: skip
+        page = ctx.new_page()
+        page.set_default_timeout(timeout_ms)
+        yield ctx, page
+
+
 def measure(root: Path, switches: int, jumps: int, dwell_ms: int = 500, seed: int = 0) -> None:
     """Page load and frame switches in Chromium (module docstring, step 2)."""
-    from playwright.sync_api import sync_playwright
 
     served = Served(root)
     n_frames = len(open_session(root).frames)
     print(f"server: app made in {served.start_s * 1000:.0f} ms for {n_frames} frames", flush=True)
     try:
-        with sync_playwright() as p, tempfile.TemporaryDirectory(prefix="handanno-chromium-") as profile:
-            ctx = p.chromium.launch_persistent_context(profile, executable_path=CHROMIUM, headless=True,
-                                                       args=CHROMIUM_ARGS, viewport=VIEWPORT)  # fmt: skip
-            page = ctx.new_page()
-            page.set_default_timeout(120_000)
+        with chromium_page(120_000) as (ctx, page):
             loads = []
             for label in ("cold", "warm", "warm"):
                 t = time.perf_counter()
@@ -216,7 +225,6 @@ def measure(root: Path, switches: int, jumps: int, dwell_ms: int = 500, seed: in
 
 def screenshots(out_dir: Path, work: Path) -> None:
     """A small session fitted for real, a few decisions, and the three pictures (module docstring, step 3)."""
-    from playwright.sync_api import sync_playwright
 
     from handanno.annotate.pipeline import PipelineSettings, run_pipeline
 
@@ -232,11 +240,7 @@ def screenshots(out_dir: Path, work: Path) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     served = Served(root)
     try:
-        with sync_playwright() as p, tempfile.TemporaryDirectory(prefix="handanno-chromium-") as profile:
-            ctx = p.chromium.launch_persistent_context(profile, executable_path=CHROMIUM, headless=True,
-                                                       args=CHROMIUM_ARGS, viewport=VIEWPORT)  # fmt: skip
-            page = ctx.new_page()
-            page.set_default_timeout(60_000)
+        with chromium_page(60_000) as (ctx, page):
             page.goto(served.url + "#000005")
             page.wait_for_selector(_ready("000005"), state="attached")
             page.select_option("#sort", "reproj")
