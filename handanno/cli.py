@@ -409,7 +409,8 @@ def _overlay_video(session: str, model_dir: str | None, fps: float) -> None:
 @click.option("--no-silhouette", is_flag=True, help="Fit to keypoints only: no segmentation, no silhouette stage.")
 @click.option("--no-redetect", is_flag=True,
               help="With --detector cpm or mediapipe: do not detect again, around the fit, the views where the hand "
-                   "was missed or the detection disagrees with the fit (nor refit those frames).")
+                   "was missed or the detection disagrees with the fit, nor the other views of frames seen in one "
+                   "view only, around a neighbouring frame's fit (nor refit those frames).")
 @click.option("--no-export", is_flag=True, help="Do not write labels/.")
 @click.option("--overlays", is_flag=True, help="Write overlays/<frame>.png pictures of the fits.")
 @click.option("--overlay-video", is_flag=True,
