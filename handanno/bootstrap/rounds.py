@@ -46,7 +46,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from handanno.annotate.fit_mano import FitSettings
-from handanno.annotate.pipeline import SHAPE_FILE, PipelineSettings, run_pipeline
+from handanno.annotate.pipeline import PipelineSettings, run_pipeline
 from handanno.annotate.quality import AcceptSettings
 from handanno.annotate.session_io import (
     Session,
@@ -55,6 +55,7 @@ from handanno.annotate.session_io import (
     open_session,
     readable_fit,
 )
+from handanno.annotate.session_shape import SHAPE_FILE
 from handanno.bootstrap.guided import detect_around_fits
 from handanno.bootstrap.metrics import better, progressed, round_metrics
 from handanno.bootstrap.visibility import MeshVisibility

@@ -50,13 +50,13 @@ from handanno.annotate.pipeline import (
     FramesResult,
     PipelineReport,
     PipelineSettings,
-    SessionShape,
     detect_stretch,
     finish_session,
     fit_session_shape,
     fit_stretch,
 )
 from handanno.annotate.session_io import open_session
+from handanno.annotate.session_shape import SessionShape
 from handanno.data.lock_io import FolderLock
 from handanno.errors import HandannoError
 

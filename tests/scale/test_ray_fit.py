@@ -19,9 +19,10 @@ import pytest
 from click.testing import CliRunner
 
 from handanno.annotate.fit_mano import FitSettings
-from handanno.annotate.pipeline import SHAPE_FILE, PipelineSettings, run_pipeline
+from handanno.annotate.pipeline import PipelineSettings, run_pipeline
 from handanno.annotate.quality import AcceptSettings
 from handanno.annotate.session_io import read_fit, read_mask
+from handanno.annotate.session_shape import SHAPE_FILE
 from handanno.cli import main
 from handanno.errors import HandannoError
 from handanno.scale import ray_fit
