@@ -43,7 +43,7 @@ from werkzeug.serving import BaseWSGIServer, make_server
 from handanno.annotate.session_io import Session, open_session, read_keypoints_file
 from handanno.data.conventions import BONES
 from handanno.data.files_io import read_image
-from handanno.data.review_io import MAX_REASON_CHARS, read_review, review_path
+from handanno.data.review_io import MAX_REASON_CHARS, Review, read_review, review_path
 from handanno.errors import HandannoError
 from handanno.handmodel.mano import ManoLayer
 from handanno.handmodel.model_io import load_hand_model
@@ -94,12 +94,13 @@ class _State:
         return layer
 
 
-def _stamp(path: Path) -> tuple[int, int] | None:
+def _stamp(path: Path) -> tuple[int, int, int] | None:
+    """A file's version: inode (an atomic write is a new one), mtime and size; None when it is missing."""
     try:
         st = os.stat(path)
     except OSError:
         return None
-    return st.st_mtime_ns, st.st_size
+    return st.st_ino, st.st_mtime_ns, st.st_size
 
 
 def _mesh(state: _State, record: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray, str | None]:
@@ -113,6 +114,20 @@ def _mesh(state: _State, record: dict) -> tuple[np.ndarray, np.ndarray, np.ndarr
         note = (f"the fit was made with the hand model {record.get('model')!r}, drawn here with {layer.name!r}; "
                 "pass --model-dir with the fit's model")  # fmt: skip
     return (out.vertices[0].double().numpy(), out.joints[0].double().numpy(), layer.faces.numpy(), note)
+
+
+def _posed(state: _State, frame: str, entry) -> tuple[np.ndarray, np.ndarray, np.ndarray, str | None]:
+    """:func:`_mesh` of the frame's fit, posed once per version of its file (the frame's views and the 3D view)."""
+    def size(m) -> int:
+        return m[0].nbytes + m[1].nbytes + m[2].nbytes
+
+    return state.cache.get_or_make(("mesh", frame, entry.stamp), lambda: _mesh(state, entry.record), size)
+
+
+def _review(state: _State) -> Review:
+    """The session's review.json, read and checked once per version of the file."""
+    root = state.session.root
+    return state.cache.get_or_make(("review", _stamp(review_path(root))), lambda: read_review(root), lambda r: 1024)
 
 
 def _frame_data(state: _State, frame: str) -> dict:
@@ -130,7 +145,7 @@ def _frame_data(state: _State, frame: str) -> dict:
         mesh_note = None
         if rec is not None:
             try:
-                verts, joints, faces, mesh_note = _mesh(state, rec)
+                verts, joints, faces, mesh_note = _posed(state, frame, entry)
             except HandannoError as exc:  # no such hand model here: the skeleton from the record, no outline
                 joints, mesh_note = np.asarray(rec["joints"]), f"no mesh: {exc}"
         quality = (rec or {}).get("quality") or {}
@@ -249,7 +264,7 @@ def create_app(session_dir: str | os.PathLike, model_dir: str | os.PathLike | No
     @app.get("/api/frames")
     def api_frames() -> Response:
         try:
-            review = read_review(session.root)
+            review = _review(state)
         except HandannoError as exc:
             return _error(500, str(exc))
         rows = []
@@ -267,7 +282,7 @@ def create_app(session_dir: str | os.PathLike, model_dir: str | os.PathLike | No
     @app.get("/api/frame/<frame>")
     def api_frame(frame: str) -> Response:
         data = dict(_frame_data(state, known_frame(frame)))
-        entry = read_review(session.root).get(frame)
+        entry = _review(state).get(frame)
         accepted = None if not data["fitted"] else bool(data["quality_record"].get("accepted"))
         data["review"] = entry.to_json()
         data["status"] = frame_status(accepted, entry.decision)
@@ -310,7 +325,7 @@ def create_app(session_dir: str | os.PathLike, model_dir: str | os.PathLike | No
         if entry.record is None:
             return _error(404, f"frame {frame}: {entry.error or 'not fitted yet'}")
         try:
-            verts, joints, faces, note = _mesh(state, entry.record)
+            verts, joints, faces, note = _posed(state, frame, entry)
         except HandannoError as exc:
             return _error(422, f"frame {frame}: {exc}")
         return jsonify({"frame": frame, "vertices": _r(verts, 5), "faces": faces.tolist(), "joints": _r(joints, 5),
