@@ -600,7 +600,7 @@ def fit_stretch(
 
 def finish_session(
     settings: PipelineSettings, parts: list[FramesResult], shape: SessionShape | None, failed: dict[str, str],
-    started_s: float, timings: dict[str, float] | None = None,
+    started_s: float, timings: dict[str, float] | None = None, found: dict[str, int] | None = None,
 ) -> PipelineReport:
     """Step 6 and ``report.json`` of a sharded run, once its shards are done (one task per session).
 
@@ -611,10 +611,11 @@ def finish_session(
         failed: ``{frame: why}`` frames whose shard failed.
         started_s: when the run started, ``time.time()`` (of the driver: the report's total time).
         timings: seconds of the driver's own (the shape task's), the shards' are added.
+        found: :func:`found_inputs` counted by the detection shards (summed), if detection ran in shards.
     """
     run = _open_run(settings)
     timings = dict(timings or {})
-    found = dict.fromkeys(("keypoints_given", "keypoints_detected_earlier", "masks_given"), 0)
+    found = dict.fromkeys(("keypoints_given", "keypoints_detected_earlier", "masks_given"), 0) | dict(found or {})
     notes = list(run.session.skipped)
     for part in parts:
         for k, v in part.timings_s.items():  # seconds summed over the shards (they ran side by side)

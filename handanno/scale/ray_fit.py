@@ -260,12 +260,12 @@ def _task_fit(settings: PipelineSettings, start: int, stop: int, frames: tuple[s
 
 def _task_report(settings: PipelineSettings, parts: list[FramesResult], shaped: _Shape | None,
                  failed: dict[str, str], started_s: float, threads: int,
-                 fault: Fault | None) -> PipelineReport | _Failed:  # fmt: skip
+                 fault: Fault | None, found: dict[str, int] | None = None) -> PipelineReport | _Failed:  # fmt: skip
     _in_worker(threads)
     _maybe_fail(fault, "report", ("*",))  # a fault for the report task names the frame "*"
     shape, seconds = (shaped.shape, shaped.seconds) if shaped is not None else (None, 0.0)
     try:
-        return finish_session(settings, parts, shape, failed, started_s, {"shape": seconds})
+        return finish_session(settings, parts, shape, failed, started_s, {"shape": seconds}, found)
     except HandannoError as exc:
         return _Failed(str(exc))
 
@@ -356,6 +356,7 @@ class _SessionJob:
     shape: _Shape | None = None
     parts: dict[int, FramesResult] = field(default_factory=dict)
     failed: dict[str, str] = field(default_factory=dict)
+    found: dict[str, int] = field(default_factory=dict)  # the detection shards' found_inputs, summed
 
 
 # ----------------------------------------------------------------------------------------
@@ -475,6 +476,9 @@ def _run_job(ray: Any, jobs: list[_SessionJob], options: dict, threads: int, max
                         job.failed.setdefault(f, f"{stage}: {value.why}")
                 log.warning("%s: %s failed for frame(s) %s: %s", job.settings.session, stage, _frame_list(frames),
                             value.why)  # fmt: skip
+            elif stage == "detect":
+                for key, n in value.items():
+                    job.found[key] = job.found.get(key, 0) + n
             elif stage == "shape":
                 job.shape = value
             elif stage == "fit":
@@ -488,7 +492,8 @@ def _run_job(ray: Any, jobs: list[_SessionJob], options: dict, threads: int, max
             job.pending -= 1
             if job.pending == 0 and stage != "report":  # the session's shards are done: its export and report
                 parts = [job.parts[i] for i in sorted(job.parts)]
-                ref = report_task.remote(job.report_settings, parts, job.shape, job.failed, start[1], threads, fault)
+                ref = report_task.remote(job.report_settings, parts, job.shape, job.failed, start[1], threads, fault,
+                                         job.found)  # fmt: skip
                 pending[ref], job.pending = (j, "report", 0), 1
     shard_frames = {job.settings.session: tuple(tuple(job.parts[k].records) if k in job.parts else ()
                                                 for k in range(len(job.shards))) for job in jobs}  # fmt: skip

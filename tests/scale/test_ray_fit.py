@@ -213,3 +213,15 @@ def test_shards_are_whole_batches():
     assert ray_fit.plan_shards(130, 100, 64) == ([(0, 128), (128, 130)], 64)
     with pytest.raises(HandannoError, match="shard-frames 0"):
         ray_fit.plan_shards(8, 0, 64)
+
+
+def test_the_detection_shards_count_what_the_session_held(local_ray, synth_dir, tmp_path):
+    """With a detector, the detection shards count the session's inputs (the synthetic keypoint files: the
+    user's); the sharded report says what the single-process report says (they were dropped: all zeros)."""
+    single, sharded = _copy(synth_dir, tmp_path / "single"), _copy(synth_dir, tmp_path / "sharded")
+    kw = {"detector": "cpm", "fit": QUICK, "silhouette": False, "export": False}
+    run_pipeline(_settings(single, batch_frames=3, **kw))
+    job = fit_sessions_ray([sharded], _settings(sharded, **kw), address=None, shard_frames=3)
+    assert job.ok, job.failure_message()
+    want, got = (json.loads((r / "report.json").read_text())["inputs_found"] for r in (single, sharded))
+    assert got == want and want["keypoints_given"] == len(FRAMES) * 4
