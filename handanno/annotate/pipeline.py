@@ -52,6 +52,7 @@ from handanno.annotate.quality import (
 from handanno.annotate.redetect import (
     RedetectSettings,
     agreeing_keypoints,
+    box_on_image,
     fit_boxes,
     hand_found,
     nearest_fitted,
@@ -326,9 +327,10 @@ def _fit_stretch(
     # 6. frames seen in one view only: look in the other views around the nearest fitted frame's hand
     if settings.redetect and settings.detector != "given" and settings.redetection.neighbour_frames > 0:
         # frame by frame outwards from the fitted ones (the hand entering: each newly fitted frame guides the next)
+        tried: set[tuple[int, int]] = set()  # (frame, guide) pairs looked at: not again in the next round
         while True:
             t = time.perf_counter()
-            lone = guide_lone_frames(session, kp_all, fitted_joints, skipped, detectors, settings)
+            lone = guide_lone_frames(session, kp_all, fitted_joints, skipped, detectors, settings, tried)
             _lap(timings, "redetect", t)
             if not lone.size:
                 break
@@ -349,7 +351,7 @@ def _fit_stretch(
 
 def guide_lone_frames(
     session: Session, kp_all: np.ndarray, fitted_joints: dict[int, np.ndarray], skipped: dict[str, str],
-    detectors: RunDetectors, settings: PipelineSettings,
+    detectors: RunDetectors, settings: PipelineSettings, tried: set[tuple[int, int]] | None = None,
 ) -> np.ndarray:
     """Step 6: frames skipped for being seen in one view, detected again in the others around a neighbour's fit.
 
@@ -359,6 +361,9 @@ def guide_lone_frames(
     hand is detected in that fit's box, widened (``neighbour_box_scale``). A detection that
     finds the hand is written (never over a file the user brought) and put in ``kp_all``; the
     frame's own fit and its acceptance then judge it.
+
+    ``tried``: ``(frame, guide)`` pairs already looked at (updated): a frame is looked at again only
+    when a nearer fitted frame guides it.
 
     Returns:
         ``(K,)`` int: the frames now seen in at least two views (to fit).
@@ -377,12 +382,15 @@ def guide_lone_frames(
 
     fitted = sorted(set(fitted_joints) | {b for b, f in enumerate(session.frames)
                                           if f not in skipped and session.fit_path(f).is_file()})  # fmt: skip
+    cam_sizes = [cam.image_size for cam in session.rig]
     found = []
     for b in lone:
         n = nearest_fitted(b, fitted, rs.neighbour_frames)
-        guide = None if n is None else joints_of(n)
+        guide = None if n is None or (tried is not None and (b, n) in tried) else joints_of(n)
         if guide is None:
             continue
+        if tried is not None:
+            tried.add((b, n))
         proj, in_front = project_fits(guide[None], session.rig)
         boxes = widen_boxes(fit_boxes(proj)[0], rs.neighbour_box_scale)  # (C, 4)
         frame = session.frames[b]
@@ -391,6 +399,8 @@ def guide_lone_frames(
             image = session.images.get((cam, frame))
             users = path.is_file() and not keypoints_made_by_handanno(path)
             if seen[b, c] or not in_front[0, c] or image is None or users:
+                continue
+            if not box_on_image(boxes[c], cam_sizes[c]):  # the neighbour's hand is off this image
                 continue
             new = detectors.in_box()(read_image(image), boxes[c])
             if new is None or not hand_found(new, rs, min_conf):

@@ -241,3 +241,15 @@ def widen_boxes(boxes: np.ndarray, scale: float) -> np.ndarray:
     centre = (boxes[..., :2] + boxes[..., 2:]) / 2
     half = (boxes[..., 2:] - boxes[..., :2]) / 2 * scale
     return np.concatenate([centre - half, centre + half], axis=-1)
+
+
+def box_on_image(box: np.ndarray, size: tuple[int, int]) -> bool:
+    """Whether ``box`` ``[x0, y0, x1, y1]`` (px) overlaps the ``(W, H)`` image.
+
+    >>> box_on_image(np.array([-50.0, 10, -5, 40]), (640, 480))
+    False
+    >>> box_on_image(np.array([600.0, 400, 700, 500]), (640, 480))
+    True
+    """
+    w, h = size
+    return bool(box[2] > 0 and box[3] > 0 and box[0] < w and box[1] < h)

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from handanno.annotate.detect import BoxDetector
-from handanno.annotate.redetect import fit_boxes, project_fits
+from handanno.annotate.redetect import box_on_image, fit_boxes, project_fits
 from handanno.annotate.session_io import (
     Session,
     keypoints_made_by_handanno,
@@ -48,18 +48,6 @@ class GuidedCounts:
     missed: int = 0
     unguided: int = 0
     kept: int = 0
-
-
-def box_on_image(box: np.ndarray, size: tuple[int, int]) -> bool:
-    """Whether ``box`` ``[x0, y0, x1, y1]`` (px) overlaps the ``(W, H)`` image.
-
-    >>> box_on_image(np.array([-50.0, 10, -5, 40]), (640, 480))
-    False
-    >>> box_on_image(np.array([600.0, 400, 700, 500]), (640, 480))
-    True
-    """
-    w, h = size
-    return bool(box[2] > 0 and box[3] > 0 and box[0] < w and box[1] < h)
 
 
 def detect_around_fits(session: Session, in_box: BoxDetector, source: str) -> GuidedCounts:
