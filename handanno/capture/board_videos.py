@@ -268,9 +268,7 @@ def sample_board_videos(
     )  # fmt: skip
     sampling = BoardVideoSampling(reports, stride, len(indices), int(seen.any(axis=1).sum()),
                                   int((seen.sum(axis=1) >= 2).sum()), tuple(int(indices[s]) for s in chosen))
-    for line in sampling.summary_lines():
-        log.info("%s", line)
-    return detections, sampling, warnings
+    return detections, sampling, warnings  # the caller prints sampling.summary_lines() (the CLI does)
 
 
 def calibrate_board_videos(

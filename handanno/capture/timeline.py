@@ -88,10 +88,6 @@ class Timeline:
         return cls(tuple(cameras), tuple(int(f) for f in frames), tuple(float(r) for r in fps),
                    tuple(int(offsets.get(c, 0)) for c in cameras))  # fmt: skip
 
-    def with_offsets(self, offsets: Mapping[str, int]) -> Timeline:
-        """The same videos with other offsets."""
-        return Timeline.make(self.cameras, self.frames, self.fps, offsets)
-
     @property
     def rate(self) -> float:
         """The timeline's frame rate: the lowest known rate (0 when no video states one)."""
