@@ -474,7 +474,7 @@ def fit_batch(
             total = total + settings.w_kp2d * kp_scale * losses.keypoint_reprojection_loss(
                 joints, inputs.uv_px, inputs.conf, inputs.cams, settings.sigma_px
             )
-        if settings.w_temporal > 0 and temporal_on:
+        if settings.w_temporal > 0 and temporal_on and has_runs:
             # on keypoints of the shape held fixed: else shrinking the hand is a cheap way to slow it down
             # (a shape that is not fitted, as after the session's shape pass, is held already: no second pass)
             pose_b, betas_b, trans_b = params()
@@ -489,6 +489,9 @@ def fit_batch(
     # 2.66 mm alone, 3.95 mm with an acceleration term of weight 0.1). Adam's state is kept
     # there: a fresh one kicks every parameter by ~lr (3 px: MPJPE 0.696 -> 0.721 mm).
     temporal_on = False
+    nb = inputs.neighbour.bool()
+    # frames the temporal term couples at all (the shape pass's frames are spread out: none, so no term)
+    has_runs = bool(nb.any()) if settings.temporal_order == 1 else bool((nb[:-1] & nb[1:]).any())
     reweight = evidence or settings.w_temporal > 0
 
     def make_optimizer(stage: str) -> tuple[torch.optim.Optimizer, list[float]]:
