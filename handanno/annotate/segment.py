@@ -51,11 +51,20 @@ def mesh_mask(vertices_world: np.ndarray, faces: np.ndarray, camera: Camera) -> 
     uv = camera.project(vertices_world)  # (V, 2)
     z = camera.to_camera(vertices_world)[:, 2]
     keep = np.all(z[faces] > 1e-3, axis=1) & np.all(np.abs(uv[faces]) < 1e6, axis=(1, 2))  # (F,)
-    tris = np.round(uv[faces[keep]] * (1 << _SUBPIXEL)).astype(np.int32)  # (F', 3, 2)
-    mask = np.zeros((h, w), np.uint8)
-    for tri in tris:
-        cv2.fillConvexPoly(mask, tri, 1, cv2.LINE_8, _SUBPIXEL)
-    return mask > 0
+    return fill_faces(uv, faces[keep], (w, h)) > 0
+
+
+def fill_faces(uv_px: np.ndarray, faces: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """``(H, W)`` uint8, 1 inside the projected triangles ``faces`` of the ``(V, 2)`` points ``uv_px``.
+
+    Each triangle is filled on its own (``cv2.fillConvexPoly``, 4 fractional bits; see
+    :func:`mesh_mask` for why not ``fillPoly``); ``size`` is ``(W, H)`` in pixels.
+    """
+    w, h = size
+    out = np.zeros((h, w), np.uint8)
+    for tri in np.round(uv_px[faces] * (1 << _SUBPIXEL)).astype(np.int32):  # (F, 3, 2)
+        cv2.fillConvexPoly(out, tri, 1, cv2.LINE_8, _SUBPIXEL)
+    return out
 
 
 def segment_from_fit(

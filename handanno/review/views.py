@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from handanno.annotate.segment import fill_faces
 from handanno.calibration.camera import Camera
 from handanno.check import check_shape
 from handanno.data.freihand import CropBox, crop_affine, crop_image, hand_crop_box
@@ -24,7 +25,6 @@ CROP_PX = 320  # side of a view's crop on the page, px
 BOX_ENLARGE = 1.3  # the crop's side over the hand's extent
 MIN_BOX_PX = 48.0  # the crop never zooms in further than this many image pixels
 NEAR_FIT = 0.7  # detections this many fit-crop sides from its centre widen the crop; those further do not
-_SUBPIXEL = 4  # cv2 drawing with 4 fractional bits
 _FAR_PX = 1e5  # projections further out than this are not drawn
 
 
@@ -90,9 +90,7 @@ def mesh_outline(uv_px: np.ndarray, in_front: np.ndarray, faces: np.ndarray, box
     A = crop_affine(box, out_px)  # (3, 3) image px -> crop px
     uv_crop = uv_px @ A[:2, :2].T + A[:2, 2]  # (V, 2)
     keep = np.all(in_front[faces], axis=1) & np.all(np.abs(uv_crop[faces]) < _FAR_PX, axis=(1, 2))  # (F,)
-    raster = np.zeros((out_px, out_px), np.uint8)
-    for tri in np.round(uv_crop[faces[keep]] * (1 << _SUBPIXEL)).astype(np.int32):  # (F', 3, 2)
-        cv2.fillConvexPoly(raster, tri, 1, cv2.LINE_8, _SUBPIXEL)
+    raster = fill_faces(uv_crop, faces[keep], (out_px, out_px))
     contours, _ = cv2.findContours(raster, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
     A_inv = np.linalg.inv(A)
     out = [c.reshape(-1, 2).astype(np.float64) @ A_inv[:2, :2].T + A_inv[:2, 2] for c in contours if len(c) >= 3]
