@@ -366,14 +366,11 @@ def pose_prior_basis(layer: torch.nn.Module, betas: np.ndarray,
         return out(stats.mean, stats.components, stats.stddev)
     from handanno.handmodel.hand_axes import PriorStd, anatomical_pose_prior, hand_axes
 
-    flat = -layer.pose_mean[None]  # (1, 48): every joint at articulation 0 (the flat hand)
-    with torch.no_grad():
-        rest = layer.keypoints(flat, torch.as_tensor(np.asarray(betas)[None], dtype=dtype, device=dev),
-                               torch.zeros(1, 3, dtype=dtype, device=dev))[0]  # fmt: skip
+    rest = layer.flat_keypoints(betas)  # (21, 3) the flat hand of this shape
     sd = settings.pose_prior_std_rad
     std = PriorStd(flex=sd, spread=sd, free=sd, twist=settings.pose_prior_twist_std_rad,
                    hinge_side=settings.pose_prior_twist_std_rad)  # fmt: skip
-    comps, stddev = anatomical_pose_prior(hand_axes(rest.double().cpu().numpy(), layer.side), std)
+    comps, stddev = anatomical_pose_prior(hand_axes(rest, layer.side), std)
     return out(np.zeros(45), comps, stddev)
 
 

@@ -378,10 +378,7 @@ def frame_quality(
     # plausibility of the hand itself: bone proportions, joint angles
     bone_dev = limit_deg = None
     if pose is not None and layer is not None:
-        with torch.no_grad():
-            zeros = torch.zeros(1, 10, dtype=layer.dtype, device=layer.device)
-            rest = layer.keypoints(-layer.pose_mean[None], zeros, zeros[:, :3])[0]  # (21, 3) flat mean hand
-        rest = rest.double().cpu().numpy()
+        rest = layer.flat_keypoints()  # (21, 3) flat mean hand
         _, bone_dev, bone = bone_length_deviation(joints, rest)
         if bone_dev > acc.max_bone_dev:
             p, c = BONES[bone]

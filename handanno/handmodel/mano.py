@@ -489,6 +489,24 @@ class ManoLayer(torch.nn.Module):
         joints = extended[:, self.freihand_from_extended]  # (B, 21, 3) FreiHAND order
         return HandOutput(vertices=vertices, joints=joints, mano_joints=mano_joints)
 
+    def flat_keypoints(self, betas: np.ndarray | None = None) -> np.ndarray:
+        """``(21, 3)`` float64 keypoints of the flat hand (every joint at articulation 0), metres, at the origin.
+
+        ``betas`` ``(10,)`` (None: the mean shape, computed once and kept). The skeleton the
+        anatomical axes, bone proportions and joint ranges are measured on.
+        """
+        key = (self.pose_mean.device, self.dtype)
+        if betas is None and getattr(self, "_flat_cache", (None,))[0] == key:
+            return self._flat_cache[1].copy()
+        b = torch.zeros(1, 10) if betas is None else torch.as_tensor(np.asarray(betas, np.float64).reshape(1, 10))
+        with torch.no_grad():
+            zeros = torch.zeros(1, 3, dtype=self.dtype, device=self.pose_mean.device)
+            rest = self.keypoints(-self.pose_mean[None], b.to(dtype=self.dtype, device=zeros.device), zeros)[0]
+        out = rest.double().cpu().numpy()
+        if betas is None:
+            self._flat_cache = (key, out.copy())
+        return out
+
     def keypoints(self, pose: torch.Tensor, betas: torch.Tensor, trans: torch.Tensor) -> torch.Tensor:
         """The 21 FreiHAND keypoints only, ``(B, 21, 3)`` metres: equal to ``forward(...).joints``.
 

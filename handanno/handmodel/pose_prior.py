@@ -190,8 +190,6 @@ def generator_statistics(layer, postures: str = "realistic", min_std_rad: float 
         frames: frames drawn from each.
         seed: the sample's seed.
     """
-    import torch
-
     from handanno.handmodel.articulations import sample_articulations
     from handanno.handmodel.hand_axes import hand_axes
 
@@ -200,11 +198,7 @@ def generator_statistics(layer, postures: str = "realistic", min_std_rad: float 
     key = ("generator", postures, layer.side, hm.round(6).tobytes(), skeleton, min_std_rad, sessions, frames, seed)
     if key in _CACHE:
         return _CACHE[key]
-    with torch.no_grad():
-        flat = -layer.pose_mean[None]  # every joint at articulation 0
-        rest = layer.keypoints(flat, torch.zeros(1, 10, dtype=layer.dtype, device=layer.device),
-                               torch.zeros(1, 3, dtype=layer.dtype, device=layer.device))[0]  # fmt: skip
-    axes = hand_axes(rest.double().cpu().numpy(), layer.side)
+    axes = hand_axes(layer.flat_keypoints(), layer.side)
     full = sample_articulations(axes, sessions, postures, seed, frames=frames)  # (N, 15, 3)
     stats = gaussian_from_samples(full.reshape(len(full), 45) - hm, f"{postures} generator "
                                   f"({sessions} sessions x {frames} frames)", min_std_rad)  # fmt: skip
