@@ -359,7 +359,7 @@ def pose_prior_basis(layer: torch.nn.Module, betas: np.ndarray,
         stats = None
         if settings.pose_prior == "model" or (settings.pose_prior == "auto" and getattr(layer, "is_mano", False)):
             stats = pose_prior.model_statistics(layer.pose_mean[3:].detach().cpu().numpy(), layer.side,
-                                                settings.pose_prior_min_std_rad)  # fmt: skip
+                                                settings.pose_prior_min_std_rad, getattr(layer, "source", None))
         if stats is None:
             stats = pose_prior.generator_statistics(layer, "realistic", settings.pose_prior_min_std_rad)
         log.debug("pose prior: %s", stats.source)

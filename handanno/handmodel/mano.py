@@ -395,6 +395,7 @@ class ManoLayer(torch.nn.Module):
         self.side = model.side
         self.name = model.name
         self.is_mano = model.is_mano
+        self.source = model.source  # the file it was read from (its pose statistics are found there)
         self.num_verts = model.num_verts
         self._parents = tuple(int(p) for p in model.parents)
         V = self.num_verts

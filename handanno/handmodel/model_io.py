@@ -706,11 +706,6 @@ def _model_dir_hint() -> str:
     )
 
 
-#: The model files :func:`load_hand_model` read from a folder (``--model-dir`` or the environment), in
-#: order: where :func:`handanno.handmodel.pose_prior.model_statistics` looks for the model's own poses.
-LOADED_MODEL_FILES: list[Path] = []
-
-
 def load_hand_model(side: str = "right", model_dir: str | os.PathLike | None = None) -> HandModelData:
     """Load the hand model for one side: MANO from a model folder, or handanno's open model.
 
@@ -791,6 +786,4 @@ def load_hand_model(side: str = "right", model_dir: str | os.PathLike | None = N
         d, note = fix_left_shapedirs(d, right, is_mano=is_mano, source=str(path))
         logger.info("%s: %s", path, note)
     logger.info("Using hand model %s (%s hand) from %s", name, side, path)
-    if path not in LOADED_MODEL_FILES:  # its hands_coeffs (if any) give the fit's articulation prior
-        LOADED_MODEL_FILES.append(path)
     return HandModelData.from_arrays(d, side=side, name=name, is_mano=is_mano, source=str(path))

@@ -13,8 +13,8 @@ Where the statistics come from:
   open model carries the same keys, made from its own synthetic distribution
   (:func:`handanno.handmodel.open_hand.poses.sample_articulations`). The loader keeps
   ``hands_components`` but not the coefficients, so they are read again from the model's file
-  (found from the layer: the open model's asset, or ``$HANDANNO_MODEL_DIR``; or registered with
-  :func:`register_model_file`), matched by ``hands_mean``.
+  (the file the layer was loaded from, e.g. by ``--model-dir``; else ``$HANDANNO_MODEL_DIR`` or
+  the open model's asset), matched by ``hands_mean``.
 - :func:`generator_statistics`: postures of :mod:`handanno.handmodel.articulations` (by default the
   ``realistic`` generator, whose ranges come from the hand-kinematics literature), posed on the
   model's own anatomical axes; cheap (about 0.3 s, once per process and model) and deterministic.
@@ -102,21 +102,13 @@ def statistics_from_pca(hands_components: np.ndarray, hands_coeffs: np.ndarray, 
 # The model's own statistics
 # ---------------------------------------------------------------------------------------
 
-_REGISTERED: list[Path] = []
 _CACHE: dict[tuple, PoseStatistics | None] = {}
 
 
-def register_model_file(path: str | os.PathLike) -> None:
-    """Make :func:`model_statistics` look in ``path`` too (a MANO-format pickle, e.g. from ``--model-dir``)."""
-    p = Path(path)
-    if p not in _REGISTERED:
-        _REGISTERED.append(p)
+def _candidate_files(side: str, source: str | os.PathLike | None) -> list[Path]:
+    from handanno.handmodel.model_io import MANO_FILES, MODEL_DIR_ENV, OPEN_MODEL_FILES
 
-
-def _candidate_files(side: str) -> list[Path]:
-    from handanno.handmodel.model_io import LOADED_MODEL_FILES, MANO_FILES, MODEL_DIR_ENV, OPEN_MODEL_FILES
-
-    out = list(_REGISTERED) + [p for p in LOADED_MODEL_FILES if p not in _REGISTERED]
+    out = [Path(source)] if source else []
     env = os.environ.get(MODEL_DIR_ENV, "").strip()
     if env:
         out.append(Path(env).expanduser() / MANO_FILES[side])
@@ -124,27 +116,28 @@ def _candidate_files(side: str) -> list[Path]:
     return out
 
 
-def model_statistics(hands_mean: np.ndarray, side: str, min_std_rad: float = MIN_STD_RAD) -> PoseStatistics | None:
+def model_statistics(hands_mean: np.ndarray, side: str, min_std_rad: float = MIN_STD_RAD,
+                     source: str | os.PathLike | None = None) -> PoseStatistics | None:  # fmt: skip
     """The pose statistics of the model whose ``hands_mean`` this is, or None where its file has none.
 
-    Looks for a model file (:func:`register_model_file`, the files
-    :func:`~handanno.handmodel.model_io.load_hand_model` read, ``$HANDANNO_MODEL_DIR``, the open
-    model) with this ``hands_mean`` (to 1e-6 rad) and ``hands_components`` and ``hands_coeffs``;
-    the result is cached per process.
+    Looks for a model file (``source``: the file the layer was loaded from, e.g. by
+    ``--model-dir``; then ``$HANDANNO_MODEL_DIR``, the open model) with this ``hands_mean`` (to
+    1e-6 rad) and ``hands_components`` and ``hands_coeffs``; the result is cached per process.
 
     Args:
         hands_mean: ``(45,)`` the layer's mean articulation.
         side: ``"right"`` or ``"left"``.
         min_std_rad: see :func:`gaussian_from_samples`.
+        source: the model's own file (:attr:`handanno.handmodel.mano.ManoLayer.source`), or None.
     """
     from handanno.handmodel.model_io import read_model_pickle
 
     hm = np.asarray(hands_mean, np.float64).reshape(45)
-    key = ("model", side, hm.round(6).tobytes(), min_std_rad)
+    key = ("model", side, hm.round(6).tobytes(), min_std_rad, str(source or ""))
     if key in _CACHE:
         return _CACHE[key]
     found = None
-    for path in _candidate_files(side):
+    for path in _candidate_files(side, source):
         if not path.is_file():
             continue
         try:
@@ -207,4 +200,4 @@ def generator_statistics(layer, postures: str = "realistic", min_std_rad: float 
 
 
 __all__ = ["PoseStatistics", "gaussian_from_samples", "statistics_from_pca", "model_statistics",
-           "register_model_file", "generator_statistics", "MIN_STD_RAD"]  # fmt: skip
+           "generator_statistics", "MIN_STD_RAD"]  # fmt: skip

@@ -11,7 +11,7 @@ import torch
 from handanno.annotate import losses
 from handanno.annotate.fit_mano import FitSettings, pose_prior_basis
 from handanno.errors import HandannoError
-from handanno.handmodel import model_io, pose_prior
+from handanno.handmodel import pose_prior
 from handanno.handmodel.articulations import sample_articulations
 from handanno.handmodel.hand_axes import hand_axes, joint_bases
 from handanno.handmodel.mano import HandModelData, ManoLayer
@@ -79,19 +79,19 @@ def test_a_mano_folder_with_hands_coeffs_gives_the_prior(tmp_path, monkeypatch, 
 
 
 def test_a_model_folder_given_as_model_dir_gives_its_statistics(tmp_path, monkeypatch, make_mano_dict):
-    """``--model-dir`` (not only $HANDANNO_MODEL_DIR): loading the model registers its file, so the
-    fit's prior comes from that file's hands_coeffs."""
+    """``--model-dir`` (not only $HANDANNO_MODEL_DIR): the layer knows the file it was loaded from, so the
+    fit's prior ("auto" for MANO) comes from that file's hands_coeffs."""
     monkeypatch.delenv("HANDANNO_MODEL_DIR", raising=False)
-    monkeypatch.setattr(pose_prior, "_REGISTERED", [])
-    monkeypatch.setattr(model_io, "LOADED_MODEL_FILES", [])
     d = make_mano_dict(seed=5)
     d["hands_coeffs"] = np.random.default_rng(6).normal(scale=0.3, size=(200, 45))
     (tmp_path / "MANO_RIGHT.pkl").write_bytes(pickle.dumps(d, protocol=2))
-    assert pose_prior.model_statistics(d["hands_mean"], "right") is None  # not found before loading
-    pose_prior._CACHE.clear()
-    model = load_hand_model("right", model_dir=tmp_path)
-    st = pose_prior.model_statistics(np.asarray(model.hands_mean), "right")
+    assert pose_prior.model_statistics(d["hands_mean"], "right") is None  # not found without the layer's file
+    layer = ManoLayer(load_hand_model("right", model_dir=tmp_path))
+    assert layer.source == str(tmp_path / "MANO_RIGHT.pkl")
+    st = pose_prior.model_statistics(np.asarray(d["hands_mean"]), "right", source=layer.source)
     assert st is not None and str(tmp_path / "MANO_RIGHT.pkl") in st.source and st.num_samples == 200
+    _, _, std = pose_prior_basis(layer, np.zeros(10), FitSettings())  # "auto": the model's own statistics
+    np.testing.assert_allclose(std.numpy(), st.stddev, rtol=1e-5)
 
 
 def test_generator_statistics_are_deterministic_and_cached(open_layer):
