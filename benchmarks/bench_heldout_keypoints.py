@@ -35,8 +35,12 @@ from handanno.device import cpu_name
 
 HELD_OUT = [2, 4, 6, 8, 10, 12, 14, 16, 18, 20]
 VARIANTS = {
-    "evidence, upper end 0.5 (before)": replace(FitSettings(), evidence_range=(1e-5, 0.5)),
-    "evidence, upper end 0.02 (default)": FitSettings(),
+    "default": FitSettings(),
+    "w_temporal 0.3": replace(FitSettings(), w_temporal=0.3),
+    "w_temporal 1.0": replace(FitSettings(), w_temporal=1.0),
+    "earlier default (w_temporal 0.3, 250 keypoint iterations, sil_ref_noise_px 3)": replace(
+        FitSettings(), w_temporal=0.3, iters_2d=250, sil_ref_noise_px=3.0),
+    "evidence upper end 0.5 (earlier)": replace(FitSettings(), evidence_range=(1e-5, 0.5)),
     "fixed weights": replace(FitSettings(), prior_weighting="fixed"),
     "no temporal term": replace(FitSettings(), w_temporal=0.0),
 }

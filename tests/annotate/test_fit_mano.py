@@ -435,7 +435,7 @@ def synth(synth_dir, layer) -> SessionData:
 
 def test_silhouette_stage_lowers_vertex_error(layer, synth):
     """Keypoints only vs keypoints then silhouettes (exact masks), as ``fit.fit_frames`` runs them,
-    with the default FitSettings (250 keypoint iterations, 30 silhouette iterations at 128 px, sigma 0.02).
+    with the default FitSettings (500 keypoint iterations, 30 silhouette iterations at 128 px, sigma 0.02).
 
     Measured on this session (8 cameras, 3 frames, 320x240, 3 px keypoint noise, seed 0): MPVPE
     2.08 -> 1.30 mm (per frame 2.45 / 1.85 / 1.94 -> 1.35 / 1.24 / 1.30), MPJPE 1.87 -> 1.04 mm

@@ -30,7 +30,7 @@ from handanno.data.freihand_io import read_freihand
 from handanno.errors import HandannoError
 from handanno.synth.capture import SynthSettings, synthesize
 
-FAST = FitSettings(iters_3d=20, iters_2d=60, iters_sil=10)  # the default schedule is 80 / 250 / 80
+FAST = FitSettings(iters_3d=20, iters_2d=60, iters_sil=10)  # the default schedule is 80 / 500 / 30
 QUICK = FitSettings(iters_3d=10, iters_2d=20, iters_sil=0)  # for tests of what is run, not how well
 FIT_KEYS = {"hand", "model", "pose", "betas", "trans", "joints", "quality"}
 QUALITY_KEYS = {"reproj_err_px", "mask_iou", "accepted", "reasons", "reproj_rel", "view_reproj_rel", "view_mask_iou",
