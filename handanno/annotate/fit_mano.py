@@ -158,7 +158,7 @@ class FitSettings:
     # but 12 / 10 % at 1 px, 0.5 gives 16 / 24 and 17 / 16 %, 1.0 gives 17 / 25 and 23 / 24 %. On
     # the real two-camera capture (benchmarks/bench_heldout_keypoints.py) larger weights cost:
     # held-out keypoints' median 6.16 px (0.3), 6.39 (0.5), 7.31 (1.0) keypoints only; 6.19, 6.26,
-    # 6.50 with silhouettes. 0.5 is the weight that meets the synthetic bound and costs the least
+    # 6.50 with silhouettes. Of these, 0.5 is the weight that meets the synthetic bound and costs least
     # on real video (docs/performance.md, "The temporal term's weight, settled").
     w_temporal: float = 0.5
     temporal_order: int = 2
